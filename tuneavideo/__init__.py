@@ -1,0 +1,1 @@
+"""tuneavideo: Tune-A-Video on current diffusers."""

@@ -1,0 +1,182 @@
+"""Sparse-causal self-attention and temporal attention (Tune-A-Video §4.1, Fig. 3).
+
+Both are added to a stock diffusers ``UNet2DConditionModel`` without touching its block stack:
+sparse-causal attention is an attention *processor* for every ``attn1``; temporal attention is a
+pair of added modules (``norm_temp``, ``attn_temp``) on each ``BasicTransformerBlock`` run by a
+forward hook right after the block's feed-forward, exactly where the official block runs it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from torch import nn
+
+
+@dataclass
+class FrameContext:
+    """Mutable per-model state shared by every patched module: how many frames a clip has.
+
+    The inflated UNet folds frames into the batch (``(b f) ...``); the patched modules need ``f``
+    to unfold. It is set at the start of every forward and deliberately *not* reset afterwards,
+    so gradient-checkpoint recomputation in the backward pass sees the same value.
+    """
+
+    num_frames: int = 1
+
+
+def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    # (n, l, heads * d) -> (n, heads, l, d)
+    n, l, inner = x.shape
+    return x.view(n, l, heads, inner // heads).transpose(1, 2)
+
+
+def _xformers_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    # q, k, v: (n, heads, l, d); xformers wants (n, l, heads, d)
+    import xformers.ops  # noqa: PLC0415 - optional GPU dependency
+
+    out = xformers.ops.memory_efficient_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+    return out.transpose(1, 2)
+
+
+def attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "sdpa") -> torch.Tensor:
+    """Scaled dot-product attention on ``(n, heads, l, d)`` tensors with scale ``d**-0.5``."""
+    if backend == "xformers":
+        return _xformers_attention(q, k, v)
+    return F.scaled_dot_product_attention(q, k, v)
+
+
+def former_frame_index(num_frames: int, device: torch.device | None = None) -> torch.Tensor:
+    """Index of the previous frame for each frame, with frame 0 mapped to itself: ``[0, 0, 1, ..., f-2]``."""
+    idx = torch.arange(num_frames, device=device) - 1
+    idx[0] = 0
+    return idx
+
+
+class SparseCausalAttnProcessor:
+    """Self-attention where frame ``i`` queries the keys/values of ``[frame 0 | frame i-1]``.
+
+    The two frames' tokens are concatenated along the token axis (2·h·w keys), the current frame is
+    not among them and there is no mask: the official SC-Attn, computed with PyTorch SDPA (or
+    xformers). With one frame it reduces to ordinary self-attention over ``[x | x]``, which equals
+    plain self-attention because duplicating every key/value leaves softmax weights unchanged.
+    """
+
+    def __init__(self, context: FrameContext, backend: str = "sdpa") -> None:
+        self.context = context
+        self.backend = backend
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        **kwargs: object,
+    ) -> torch.Tensor:
+        if encoder_hidden_states is not None or attention_mask is not None:
+            raise ValueError("sparse-causal attention is self-attention only (no context, no mask)")
+        f = self.context.num_frames
+        residual = hidden_states
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+        bf, n, _ = hidden_states.shape  # (b f) n c
+        b = bf // f
+        query = attn.to_q(hidden_states)
+        key = attn.to_k(hidden_states)
+        value = attn.to_v(hidden_states)
+
+        prev = former_frame_index(f, hidden_states.device)
+        first = torch.zeros_like(prev)
+
+        def gather(x: torch.Tensor) -> torch.Tensor:
+            x = x.view(b, f, n, -1)  # (b, f, n, c)
+            # (b, f, 2n, c): tokens of frame 0, then tokens of frame i-1
+            return torch.cat([x[:, first], x[:, prev]], dim=2).view(bf, 2 * n, -1)
+
+        key, value = gather(key), gather(value)
+        q, k, v = (_split_heads(t, attn.heads) for t in (query, key, value))
+        if attn.norm_q is not None:
+            q = attn.norm_q(q)
+        if attn.norm_k is not None:
+            k = attn.norm_k(k)
+        out = attention_core(q, k, v, self.backend)  # (b f, heads, n, d)
+        out = out.transpose(1, 2).reshape(bf, n, -1).to(query.dtype)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+
+class XFormersAttnProcessor:
+    """Plain (cross- or temporal) attention through xformers, for GPU installs that have it."""
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        **kwargs: object,
+    ) -> torch.Tensor:
+        if attention_mask is not None:
+            return AttnProcessor2_0()(attn, hidden_states, encoder_hidden_states, attention_mask)
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        if encoder_hidden_states is not None and attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        query = attn.to_q(hidden_states)
+        q, k, v = (_split_heads(t, attn.heads) for t in (query, attn.to_k(context), attn.to_v(context)))
+        out = _xformers_attention(q, k, v)
+        out = out.transpose(1, 2).reshape(hidden_states.shape[0], -1, q.shape[1] * q.shape[3]).to(query.dtype)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if attn.residual_connection:
+            out = out + hidden_states
+        return out / attn.rescale_output_factor
+
+
+def make_temporal_layers(block: nn.Module) -> tuple[nn.LayerNorm, Attention]:
+    """Fresh ``norm_temp`` / ``attn_temp`` sized like ``block.attn1`` (same heads and head dim).
+
+    Only the output projection *weight* is zero-initialised; its bias keeps PyTorch's default init,
+    as in the official code, so a freshly inflated model is close to (not exactly) the 2D model.
+    """
+    attn1: Attention = block.attn1
+    dim = attn1.query_dim
+    heads = attn1.heads
+    attn_temp = Attention(
+        query_dim=dim,
+        heads=heads,
+        dim_head=attn1.inner_dim // heads,
+        dropout=0.0,
+        bias=attn1.to_q.bias is not None,
+        upcast_attention=attn1.upcast_attention,
+    )
+    nn.init.zeros_(attn_temp.to_out[0].weight)
+    norm_temp = nn.LayerNorm(dim)
+    ref = attn1.to_q.weight
+    return norm_temp.to(ref.device, ref.dtype), attn_temp.to(ref.device, ref.dtype)
+
+
+class TemporalAttentionHook:
+    """Forward hook on a ``BasicTransformerBlock``: ``h = attn_temp(norm_temp(h)) + h`` over frames.
+
+    The block output ``(b f) d c`` is regrouped so that each spatial token becomes a sequence of
+    ``f`` frames ``(b d) f c``; there is no temporal positional encoding (as in the paper).
+    """
+
+    def __init__(self, context: FrameContext) -> None:
+        self.context = context
+
+    def __call__(self, block: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        f = self.context.num_frames
+        bf, d, c = output.shape
+        b = bf // f
+        h = output.view(b, f, d, c).transpose(1, 2).reshape(b * d, f, c)  # (b d) f c
+        h = block.attn_temp(block.norm_temp(h)) + h
+        return h.view(b, d, f, c).transpose(1, 2).reshape(bf, d, c)  # (b f) d c

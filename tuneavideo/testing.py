@@ -1,0 +1,145 @@
+"""Tiny SD-1.x-shaped models built offline, for tests, CI and examples (no hub, no GPU).
+
+Every component is a real diffusers/transformers class with a tiny config and random weights,
+and the tokenizer is the real CLIP vocabulary, so a tiny pipeline folder loads through exactly
+the same code path as Stable Diffusion 1.5.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+TINY_UNET_CONFIG = {
+    "sample_size": 8,
+    "in_channels": 4,
+    "out_channels": 4,
+    "block_out_channels": [32, 64],
+    "layers_per_block": 1,
+    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+    "cross_attention_dim": 32,
+    "attention_head_dim": 4,  # = number of heads, as in SD's config
+    "norm_num_groups": 8,
+}
+TINY_VAE_CONFIG = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D"],
+    "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D"],
+    "block_out_channels": [16, 32],
+    "layers_per_block": 1,
+    "latent_channels": 4,
+    "norm_num_groups": 8,
+    "sample_size": 32,
+}
+SD_SCHEDULER_CONFIG = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+    "prediction_type": "epsilon",
+}
+
+
+def tiny_unet2d(seed: int = 0, **overrides: object):  # noqa: ANN201
+    """A random tiny ``UNet2DConditionModel`` (SD layout: cross-attn down/up blocks, GEGLU, 2 levels)."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(**{**TINY_UNET_CONFIG, **overrides}).eval()
+
+
+def tiny_unet(seed: int = 0, randomize_temporal: bool = True, **overrides: object):  # noqa: ANN201
+    """A random tiny inflated UNet. With ``randomize_temporal`` the zero-initialised temporal output
+    weights get random values too, so tests see temporal attention actually act."""
+    from .unet import TuneAVideoUNet
+
+    torch.manual_seed(seed)
+    unet = TuneAVideoUNet(**{**TINY_UNET_CONFIG, **overrides}).eval()
+    if randomize_temporal:
+        with torch.no_grad():
+            for name, p in unet.named_parameters():
+                if "attn_temp.to_out" in name:
+                    p.normal_(0, 0.2)
+    return unet
+
+
+def tiny_text_encoder(seed: int = 0, hidden_size: int = 32):  # noqa: ANN201
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    config = CLIPTextConfig(
+        vocab_size=49408,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+    )
+    return CLIPTextModel(config).eval()
+
+
+def tiny_vae(seed: int = 0):  # noqa: ANN201
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(**TINY_VAE_CONFIG).eval()
+
+
+def write_tiny_sd(folder: str | Path, seed: int = 0, safetensors: bool = True) -> Path:
+    """Write a tiny Stable-Diffusion-1.x pipeline folder (diffusers layout, 2D UNet) and return it.
+
+    Its VAE downsamples by 2, so 64-px frames give 32x32 latents; the UNet has 2 levels.
+    """
+    from diffusers import DDIMScheduler
+
+    from .tokenizer import write_clip_tokenizer_files
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tiny_unet2d(seed).save_pretrained(folder / "unet", safe_serialization=safetensors)
+    tiny_vae(seed + 1).save_pretrained(folder / "vae", safe_serialization=safetensors)
+    tiny_text_encoder(seed + 2).save_pretrained(folder / "text_encoder", safe_serialization=safetensors)
+    write_clip_tokenizer_files(folder / "tokenizer")
+    DDIMScheduler(**SD_SCHEDULER_CONFIG).save_pretrained(folder / "scheduler")
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": "0.42.1",
+        "feature_extractor": [None, None],
+        "requires_safety_checker": False,
+        "safety_checker": [None, None],
+        "scheduler": ["diffusers", "DDIMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    return folder
+
+
+def write_test_video(path: str | Path, num_frames: int = 8, size: tuple[int, int] = (64, 64), fps: int = 8) -> Path:
+    """A small mp4 of a coloured square moving right on a gradient, for tests and examples."""
+    import imageio.v3 as iio
+    import numpy as np
+
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    frames = []
+    for i in range(num_frames):
+        img = np.stack([xx * 255 // max(w - 1, 1), yy * 255 // max(h - 1, 1), np.full_like(xx, 96)], -1)
+        x0 = 4 + i * max(1, (w - 24) // max(num_frames - 1, 1))
+        img[h // 3 : h // 3 + 16, x0 : x0 + 16] = (230, 40, 40)
+        frames.append(img.astype(np.uint8))
+    path = Path(path)
+    iio.imwrite(path, np.stack(frames), fps=fps, codec="libx264", macro_block_size=1)
+    return path

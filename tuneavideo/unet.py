@@ -1,0 +1,260 @@
+"""Network inflation (Tune-A-Video §4.1): a stock SD-1.x UNet that runs on videos ``(b, c, f, h, w)``.
+
+``TuneAVideoUNet`` *is* a diffusers ``UNet2DConditionModel`` (same block stack, same parameter
+names) with four small patches:
+
+1. frames fold into the batch, so every 2D conv / attention / norm is reused unchanged;
+2. ResNet GroupNorms and ``conv_norm_out`` pool their statistics over all frames of a clip (the
+   official 5-D GroupNorm); the transformers' GroupNorm stays per frame;
+3. every ``attn1`` uses :class:`~tuneavideo.attention.SparseCausalAttnProcessor`;
+4. every ``BasicTransformerBlock`` gains ``norm_temp`` + ``attn_temp`` run after its feed-forward.
+
+The added parameter names match official Tune-A-Video checkpoints key for key.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+from diffusers.models.attention import BasicTransformerBlock
+from diffusers.models.attention_processor import AttnProcessor2_0
+from diffusers.models.resnet import ResnetBlock2D
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel, UNet2DConditionOutput
+from torch import nn
+
+from .attention import (
+    FrameContext,
+    SparseCausalAttnProcessor,
+    TemporalAttentionHook,
+    XFormersAttnProcessor,
+    make_temporal_layers,
+)
+
+ATTENTION_BACKENDS = ("sdpa", "xformers")
+
+
+class ClipGroupNorm(nn.GroupNorm):
+    """GroupNorm whose statistics span every frame of a clip: input ``(b f) c h w``.
+
+    Equivalent to ``F.group_norm`` on the 5-D ``(b, c, f, h, w)`` tensor (official ResnetBlock3D),
+    computed on the folded layout without permuting copies. Same parameters as ``nn.GroupNorm``.
+    """
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float, affine: bool, context: FrameContext) -> None:
+        super().__init__(num_groups, num_channels, eps=eps, affine=affine)
+        self.context = context
+
+    @classmethod
+    def from_group_norm(cls, norm: nn.GroupNorm, context: FrameContext) -> ClipGroupNorm:
+        new = cls(norm.num_groups, norm.num_channels, norm.eps, norm.affine, context)
+        if norm.affine:
+            new.weight, new.bias = norm.weight, norm.bias  # share, don't copy
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.context.num_frames
+        if f == 1:
+            return super().forward(x)
+        bf, c = x.shape[:2]
+        # (b, f, groups, c/groups * h * w): a group's statistics over all its frames and pixels
+        grouped = x.reshape(bf // f, f, self.num_groups, -1)
+        var, mean = torch.var_mean(grouped.float(), dim=(1, 3), keepdim=True, correction=0)
+        y = ((grouped - mean) * torch.rsqrt(var + self.eps)).to(x.dtype).view_as(x)
+        if self.affine:
+            shape = (1, c) + (1,) * (x.dim() - 2)
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y
+
+
+def _fold(x: torch.Tensor) -> torch.Tensor:
+    # (b, c, f, h, w) -> (b f, c, h, w)
+    b, c, f, h, w = x.shape
+    return x.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
+
+
+def _unfold(x: torch.Tensor, f: int) -> torch.Tensor:
+    # (b f, c, h, w) -> (b, c, f, h, w)
+    bf, c, h, w = x.shape
+    return x.view(bf // f, f, c, h, w).permute(0, 2, 1, 3, 4)
+
+
+def _repeat_frames(x: torch.Tensor | None, f: int) -> torch.Tensor | None:
+    # (b, ...) -> (b f, ...), each video's entry repeated for its frames
+    return None if x is None else x.repeat_interleave(f, dim=0)
+
+
+def _fold_residuals(residuals: Any, f: int) -> Any:
+    if residuals is None:
+        return None
+    if torch.is_tensor(residuals):
+        return _fold(residuals) if residuals.dim() == 5 else residuals
+    return tuple(_fold(r) if r.dim() == 5 else r for r in residuals)
+
+
+class TuneAVideoUNet(UNet2DConditionModel):
+    """Inflated SD UNet: ``forward(latents (b, c, f, h, w), t, text (b, n, d)) -> (b, c, f, h, w)``.
+
+    Build it like any ``UNet2DConditionModel`` (same config) or from an existing one with
+    :meth:`from_unet2d`; load weights with :func:`tuneavideo.load_unet`.
+    """
+
+    _supports_gradient_checkpointing = True
+
+    @functools.wraps(UNet2DConditionModel.__init__)  # keeps the config signature for ConfigMixin
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._inflate()
+
+    # ------------------------------------------------------------------ inflation
+    def _inflate(self) -> None:
+        self.frame_context = FrameContext()
+        self._attention_backend = "sdpa"
+        self._temporal_hooks = []
+        # 1. clip-level GroupNorm in resnets and the output norm (not in the transformers)
+        for module in list(self.modules()):
+            if isinstance(module, ResnetBlock2D):
+                for name in ("norm1", "norm2"):
+                    norm = getattr(module, name)
+                    if type(norm) is nn.GroupNorm:
+                        setattr(module, name, ClipGroupNorm.from_group_norm(norm, self.frame_context))
+        if type(self.conv_norm_out) is nn.GroupNorm:
+            self.conv_norm_out = ClipGroupNorm.from_group_norm(self.conv_norm_out, self.frame_context)
+        # 2. temporal attention after every transformer block's feed-forward
+        for module in list(self.modules()):
+            if isinstance(module, BasicTransformerBlock):
+                if module.attn1 is None or module.only_cross_attention:
+                    raise ValueError("Tune-A-Video inflation needs self-attention (attn1) in every transformer block")
+                module.norm_temp, module.attn_temp = make_temporal_layers(module)
+                hook = module.register_forward_hook(TemporalAttentionHook(self.frame_context))
+                self._temporal_hooks.append(hook)
+        # 3. sparse-causal self-attention
+        self.set_attention_backend("sdpa")
+
+    @classmethod
+    def from_unet2d(cls, unet: UNet2DConditionModel) -> TuneAVideoUNet:
+        """Inflate a loaded 2D UNet: same config and weights; temporal layers freshly initialised."""
+        model = cls.from_config(unet.config)
+        missing, unexpected = model.load_state_dict(unet.state_dict(), strict=False)
+        assert not unexpected, unexpected
+        assert all("_temp." in k for k in missing), missing
+        return model.to(device=unet.device, dtype=unet.dtype)
+
+    # ------------------------------------------------------------------ attention backends
+    def set_attention_backend(self, backend: str = "sdpa") -> None:
+        """Use PyTorch SDPA (default) or xformers (GPU only) for every attention layer."""
+        if backend not in ATTENTION_BACKENDS:
+            raise ValueError(f"attention backend must be one of {ATTENTION_BACKENDS}, got {backend!r}")
+        if backend == "xformers":
+            try:
+                import xformers.ops  # noqa: F401, PLC0415
+            except ImportError as exc:
+                raise ImportError("xformers is not installed: pip install xformers (GPU only)") from exc
+            if not torch.cuda.is_available():
+                raise ValueError("xformers attention needs a CUDA GPU; use the default 'sdpa' backend on CPU")
+        processors = {}
+        for name in self.attn_processors:
+            if name.endswith("attn1.processor"):
+                processors[name] = SparseCausalAttnProcessor(self.frame_context, backend)
+            else:
+                processors[name] = XFormersAttnProcessor() if backend == "xformers" else AttnProcessor2_0()
+        super().set_attn_processor(processors)
+        self._attention_backend = backend
+
+    @property
+    def attention_backend(self) -> str:
+        return self._attention_backend
+
+    def set_attn_processor(self, processor: Any) -> None:
+        """Refuse a processor swap that would silently drop sparse-causal attention."""
+        procs = processor if isinstance(processor, dict) else dict.fromkeys(self.attn_processors, processor)
+        for name, proc in procs.items():
+            if name.endswith("attn1.processor") and not isinstance(proc, SparseCausalAttnProcessor):
+                raise ValueError(
+                    f"{name} must stay a SparseCausalAttnProcessor; use set_attention_backend('sdpa'|'xformers')"
+                )
+        super().set_attn_processor(processor)
+
+    def set_default_attn_processor(self) -> None:
+        self.set_attention_backend("sdpa")
+
+    def set_use_memory_efficient_attention_xformers(self, valid: bool, attention_op: Any = None) -> None:
+        # Called by DiffusionPipeline.enable_xformers_memory_efficient_attention(); route it to our backends.
+        self.set_attention_backend("xformers" if valid else "sdpa")
+
+    # ------------------------------------------------------------------ forward
+    def forward(  # type: ignore[override]
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float | int,
+        encoder_hidden_states: torch.Tensor,
+        class_labels: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        cross_attention_kwargs: dict[str, Any] | None = None,
+        down_block_additional_residuals: tuple[torch.Tensor, ...] | None = None,
+        mid_block_additional_residual: torch.Tensor | None = None,
+        down_intrablock_additional_residuals: tuple[torch.Tensor, ...] | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        return_dict: bool = True,
+        **kwargs: Any,
+    ) -> UNet2DConditionOutput | tuple:
+        """Denoise a batch of clips.
+
+        Args:
+            sample: noisy latents ``(b, c, f, h, w)``.
+            timestep: scalar or ``(b,)``; one timestep per video, shared by its frames.
+            encoder_hidden_states: text embeddings ``(b, n, d)`` (repeated per frame) or per-frame
+                embeddings ``(b*f, n, d)``.
+            down_block_additional_residuals / mid_block_additional_residual /
+            down_intrablock_additional_residuals: ControlNet / T2I-Adapter residuals, either
+                ``(b, c, f, h, w)`` or already folded ``(b*f, c, h, w)``.
+        Returns:
+            ``UNet2DConditionOutput`` whose ``sample`` is ``(b, c, f, h, w)``.
+        """
+        if sample.dim() != 5:
+            raise ValueError(f"TuneAVideoUNet expects latents (b, c, f, h, w), got shape {tuple(sample.shape)}")
+        b, _, f = sample.shape[:3]
+        self.frame_context.num_frames = f
+
+        if not torch.is_tensor(timestep):
+            dtype = torch.float64 if isinstance(timestep, float) else torch.int64
+            timestep = torch.tensor([timestep], dtype=dtype, device=sample.device)
+        timestep = timestep.to(sample.device).reshape(-1).expand(b).repeat_interleave(f)  # (b f,)
+
+        if encoder_hidden_states.shape[0] == b:
+            encoder_hidden_states = _repeat_frames(encoder_hidden_states, f)
+        elif encoder_hidden_states.shape[0] != b * f:
+            raise ValueError(
+                f"encoder_hidden_states batch {encoder_hidden_states.shape[0]} must be b={b} or b*f={b * f}"
+            )
+        if encoder_attention_mask is not None and encoder_attention_mask.shape[0] == b:
+            encoder_attention_mask = _repeat_frames(encoder_attention_mask, f)
+
+        out = super().forward(
+            _fold(sample),
+            timestep,
+            encoder_hidden_states,
+            class_labels=_repeat_frames(class_labels, f),
+            attention_mask=_repeat_frames(attention_mask, f),
+            cross_attention_kwargs=cross_attention_kwargs,
+            down_block_additional_residuals=_fold_residuals(down_block_additional_residuals, f),
+            mid_block_additional_residual=_fold_residuals(mid_block_additional_residual, f),
+            down_intrablock_additional_residuals=_fold_residuals(down_intrablock_additional_residuals, f),
+            encoder_attention_mask=encoder_attention_mask,
+            return_dict=False,
+            **kwargs,
+        )[0]
+        out = _unfold(out, f)
+        if not return_dict:
+            return (out,)
+        return UNet2DConditionOutput(sample=out)
+
+
+def temporal_parameter_names(unet: nn.Module) -> list[str]:
+    """Names of the parameters inflation added (``attn_temp`` / ``norm_temp``)."""
+    return [n for n, _ in unet.named_parameters() if "_temp." in n]
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
