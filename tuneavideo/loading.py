@@ -234,3 +234,107 @@ def validate_size(height: int, width: int, vae_scale_factor: int) -> None:
     for name, v in (("height", height), ("width", width)):
         if v <= 0 or v % vae_scale_factor:
             raise InputError(f"{name}={v} must be a positive multiple of {vae_scale_factor} for this model")
+
+
+def _load_component(cls: Any, path_or_id: str | os.PathLike, subfolder: str, local: bool, **kwargs: Any) -> Any:
+    try:
+        return cls.from_pretrained(str(path_or_id), subfolder=subfolder, local_files_only=local, **kwargs)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(f"could not load {subfolder} ({cls.__name__}) from '{path_or_id}': {exc}") from exc
+
+
+def load_pipeline(
+    pretrained: str | os.PathLike,
+    unet: str | os.PathLike | torch.nn.Module | None = None,
+    torch_dtype: torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    local_files_only: bool | None = None,
+    revision: str | None = None,
+    variant: str | None = None,
+    scheduler: str = "ddim",
+    original_config: str | None = None,
+) -> Any:
+    """Build a :class:`~tuneavideo.TuneAVideoPipeline` from an SD-1.x base.
+
+    Args:
+        pretrained: a diffusers folder, a hub id (default base
+            ``stable-diffusion-v1-5/stable-diffusion-v1-5``; community SD-1.x/DreamBooth bases too),
+            an official Tune-A-Video output folder, or a single ``.safetensors``/``.ckpt`` file.
+        unet: optional UNet override: a folder (official checkpoint or 2D UNet) or a loaded model.
+        scheduler: ``"ddim"`` (the official sampler, default) or ``"base"`` to keep the base's own.
+        original_config: for single files, a local diffusers config folder (needed offline).
+    """
+    from diffusers import DDIMScheduler
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from .pipeline import TuneAVideoPipeline
+    from .tokenizer import check_tokenizer
+
+    local = _local_only(local_files_only)
+    path = Path(pretrained)
+    if path.is_file():
+        return _load_single_file(path, unet, torch_dtype, device, local, original_config, scheduler)
+    if not path.exists() and not _is_hub_id(str(pretrained)):
+        raise ModelLoadError(f"model not found: {pretrained} (expected a folder, a file or a hub id 'org/name')")
+    kw = {"revision": revision} if revision else {}
+    vae = _load_component(__import__("diffusers").AutoencoderKL, pretrained, "vae", local, **kw)
+    text_encoder = _load_component(CLIPTextModel, pretrained, "text_encoder", local, **kw)
+    tokenizer = _load_component(CLIPTokenizer, pretrained, "tokenizer", local, **kw)
+    check_tokenizer(tokenizer, f"{pretrained}/tokenizer")
+    base_scheduler = _load_component(DDIMScheduler, pretrained, "scheduler", local, **kw)
+    if scheduler == "base":
+        import diffusers
+
+        cfg = DDIMScheduler.load_config(str(pretrained), subfolder="scheduler", local_files_only=local, **kw)
+        base_scheduler = getattr(diffusers, cfg["_class_name"]).from_config(cfg)
+    if unet is None:
+        unet_model = load_unet(pretrained, "unet", torch_dtype, None, local, revision, variant)
+    elif isinstance(unet, torch.nn.Module):
+        unet_model = unet
+    else:
+        unet_model = load_unet(unet, "unet", torch_dtype, None, local, revision, variant)
+    pipe = TuneAVideoPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet_model, scheduler=base_scheduler
+    )
+    if torch_dtype is not None:
+        pipe.to(dtype=torch_dtype)
+    if device is not None:
+        pipe.to(device)
+    pipe.base_model = str(pretrained)
+    return pipe
+
+
+def _load_single_file(
+    path: Path,
+    unet: Any,
+    torch_dtype: torch.dtype | None,
+    device: Any,
+    local: bool,
+    original_config: str | None,
+    scheduler: str,
+) -> Any:
+    """A single-file SD-1.x checkpoint (A1111/civitai style), converted by diffusers."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    from .pipeline import TuneAVideoPipeline
+    from .unet import TuneAVideoUNet
+
+    if path.suffix not in (".safetensors", ".ckpt", ".pt", ".bin"):
+        raise ModelLoadError(f"{path}: not a checkpoint file (.safetensors or .ckpt)")
+    kwargs: dict[str, Any] = {"local_files_only": local}
+    if original_config:
+        kwargs["config"] = original_config
+    try:
+        sd = StableDiffusionPipeline.from_single_file(str(path), torch_dtype=torch_dtype, **kwargs)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(
+            f"could not convert single-file checkpoint {path}: {exc}. Offline, pass a local diffusers SD-1.x "
+            "folder as original_config so its component configs can be used."
+        ) from exc
+    unet_model = unet if isinstance(unet, torch.nn.Module) else TuneAVideoUNet.from_unet2d(sd.unet)
+    sched = sd.scheduler if scheduler == "base" else DDIMScheduler.from_config(sd.scheduler.config)
+    pipe = TuneAVideoPipeline(vae=sd.vae, text_encoder=sd.text_encoder, tokenizer=sd.tokenizer, unet=unet_model, scheduler=sched)
+    if device is not None:
+        pipe.to(device)
+    pipe.base_model = str(path)
+    return pipe

@@ -18,6 +18,7 @@ import functools
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.attention_processor import AttnProcessor2_0
 from diffusers.models.resnet import ResnetBlock2D
@@ -57,15 +58,10 @@ class ClipGroupNorm(nn.GroupNorm):
         f = self.context.num_frames
         if f == 1:
             return super().forward(x)
-        bf, c = x.shape[:2]
-        # (b, f, groups, c/groups * h * w): a group's statistics over all its frames and pixels
-        grouped = x.reshape(bf // f, f, self.num_groups, -1)
-        var, mean = torch.var_mean(grouped.float(), dim=(1, 3), keepdim=True, correction=0)
-        y = ((grouped - mean) * torch.rsqrt(var + self.eps)).to(x.dtype).view_as(x)
-        if self.affine:
-            shape = (1, c) + (1,) * (x.dim() - 2)
-            y = y * self.weight.view(shape) + self.bias.view(shape)
-        return y
+        bf, c, h, w = x.shape
+        x5 = x.view(bf // f, f, c, h, w).transpose(1, 2)  # (b, c, f, h, w)
+        y = F.group_norm(x5, self.num_groups, self.weight, self.bias, self.eps)
+        return y.transpose(1, 2).reshape(bf, c, h, w)
 
 
 def _fold(x: torch.Tensor) -> torch.Tensor:

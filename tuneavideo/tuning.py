@@ -1,0 +1,334 @@
+"""One-shot video tuning (Tune-A-Video §4.2) and the tuned-delta artifact.
+
+Only the parameters under modules whose names end with ``attn1.to_q``, ``attn2.to_q`` or
+``attn_temp`` are trained (``norm_temp`` stays frozen, as in the official code), with the standard
+noise-prediction loss on the one source clip: one timestep per video, i.i.d. noise per frame.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import TuneConfig, VideoSpec, config_to_dict
+from .errors import InputError, ModelLoadError
+from .progress import ProgressCallback, ProgressReporter
+
+DELTA_FILE = "tuned.safetensors"
+RECORD_FILE = "tuned.json"
+INVERTED_FILE = "inverted.safetensors"
+
+
+def select_trainable(unet: torch.nn.Module, suffixes: tuple[str, ...]) -> dict[str, torch.nn.Parameter]:
+    """Parameters of every module whose qualified name ends with one of ``suffixes``."""
+    names: dict[str, torch.nn.Parameter] = {}
+    for mod_name, module in unet.named_modules():
+        if mod_name.endswith(tuple(suffixes)):
+            for p_name, p in module.named_parameters():
+                names[f"{mod_name}.{p_name}"] = p
+    if not names:
+        raise InputError(f"no module name ends with any of {list(suffixes)}; nothing to train")
+    return names
+
+
+def base_fingerprint(unet: torch.nn.Module) -> str:
+    """A short hash of a few *frozen* base weights, to refuse applying a delta to another base."""
+    import hashlib
+
+    h = hashlib.sha256()
+    state = unet.state_dict()
+    for key in ("conv_in.weight", "conv_out.weight", "time_embedding.linear_1.weight"):
+        if key in state:
+            h.update(state[key].detach().float().cpu().numpy().round(4).tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class TunedDelta:
+    """The tuned parameters (names as in the UNet state dict) plus a JSON-able record."""
+
+    state_dict: dict[str, torch.Tensor]
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.state_dict.values())
+
+    def save(self, folder: str | Path, dtype: torch.dtype | None = torch.float16) -> Path:
+        """Write ``tuned.safetensors`` (trainable params only) and ``tuned.json`` into ``folder``."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {k: (v.to(dtype) if dtype else v).detach().cpu().contiguous() for k, v in self.state_dict.items()}
+        save_file(tensors, str(folder / DELTA_FILE), metadata={"format": "tuneavideo-delta-v1"})
+        (folder / RECORD_FILE).write_text(json.dumps(self.record, indent=2, default=str))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> TunedDelta:
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        if folder.is_file():
+            folder = folder.parent
+        if not (folder / DELTA_FILE).is_file():
+            raise ModelLoadError(f"{folder}: no {DELTA_FILE} (is this a folder written by `tuneavideo tune`?)")
+        record = json.loads((folder / RECORD_FILE).read_text()) if (folder / RECORD_FILE).is_file() else {}
+        return cls(load_file(str(folder / DELTA_FILE)), record)
+
+    def apply(self, unet: torch.nn.Module, check_base: bool = True) -> dict[str, torch.Tensor]:
+        """Copy the tuned values into ``unet`` in place; return the previous values (for :meth:`restore`)."""
+        if check_base and self.record.get("base_fingerprint") not in (None, base_fingerprint(unet)):
+            raise ModelLoadError(
+                f"this tuned model was made on base '{self.record.get('base_model')}', whose weights differ from "
+                "the loaded UNet; load the same base model (or pass check_base=False)"
+            )
+        params = dict(unet.named_parameters())
+        unknown = sorted(set(self.state_dict) - set(params))
+        if unknown:
+            raise ModelLoadError(f"tuned weights name {len(unknown)} parameters the UNet lacks, e.g. {unknown[:3]}")
+        saved = {}
+        with torch.no_grad():
+            for name, value in self.state_dict.items():
+                p = params[name]
+                if p.shape != value.shape:
+                    raise ModelLoadError(f"{name}: tuned shape {tuple(value.shape)} != UNet {tuple(p.shape)}")
+                saved[name] = p.detach().clone()
+                p.copy_(value.to(p.device, p.dtype))
+        return saved
+
+    @staticmethod
+    def restore(unet: torch.nn.Module, saved: dict[str, torch.Tensor]) -> None:
+        params = dict(unet.named_parameters())
+        with torch.no_grad():
+            for name, value in saved.items():
+                params[name].copy_(value)
+
+    @contextmanager
+    def applied(self, unet: torch.nn.Module, check_base: bool = True) -> Iterator[torch.nn.Module]:
+        """``with delta.applied(unet): ...`` runs with the tuned weights and restores the base after."""
+        saved = self.apply(unet, check_base)
+        try:
+            yield unet
+        finally:
+            self.restore(unet, saved)
+
+
+def _resolve_precision(config: TuneConfig, device: torch.device) -> str:
+    if config.mixed_precision != "auto":
+        if config.mixed_precision != "no" and device.type != "cuda":
+            raise InputError(f"mixed_precision={config.mixed_precision} needs a CUDA GPU; use 'no' on {device.type}")
+        return config.mixed_precision
+    return "fp16" if device.type == "cuda" else "no"
+
+
+def _make_accelerator(precision: str, device: torch.device) -> Any:
+    """An accelerate ``Accelerator`` for autocast + loss scaling, without wrapping the shared UNet."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    # Accelerator state is a process-wide singleton; each tuning run may use another precision.
+    AcceleratorState._reset_state(reset_partial_state=True)  # noqa: SLF001
+    return Accelerator(mixed_precision=precision, cpu=device.type == "cpu")
+
+
+def denoising_loss(
+    unet: torch.nn.Module,
+    scheduler: Any,
+    latents: torch.Tensor,
+    prompt_embeds: torch.Tensor,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
+) -> torch.Tensor:
+    """The training objective: MSE between the UNet output and ε (or v), mean over every element."""
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    if scheduler.config.prediction_type == "epsilon":
+        target = noise
+    elif scheduler.config.prediction_type == "v_prediction":
+        target = scheduler.get_velocity(latents, noise, timesteps)
+    else:
+        raise ValueError(f"unsupported prediction type {scheduler.config.prediction_type!r}")
+    pred = unet(noisy, timesteps, encoder_hidden_states=prompt_embeds).sample
+    return F.mse_loss(pred.float(), target.float(), reduction="mean")
+
+
+def tune(
+    pipe: Any,
+    video: np.ndarray | torch.Tensor,
+    prompt: str,
+    config: TuneConfig = TuneConfig(),  # noqa: B008 - frozen dataclass
+    callback: ProgressCallback | None = None,
+    video_spec: VideoSpec | None = None,
+    progress_bar: bool = False,
+    extra_record: dict[str, Any] | None = None,
+) -> TunedDelta:
+    """Tune ``pipe.unet`` in place on one clip and return the tuned parameters as a :class:`TunedDelta`.
+
+    Args:
+        pipe: a :class:`~tuneavideo.TuneAVideoPipeline` (its VAE and text encoder stay frozen).
+        video: uint8 frames ``(f, h, w, 3)`` or float ``(1, 3, f, h, w)`` in [-1, 1].
+        prompt: a caption of the source clip.
+        callback: gets a ``ProgressEvent(stage="tune", loss=...)`` per step; raising
+            :class:`~tuneavideo.errors.Cancelled` stops at the end of that step (the UNet then holds
+            partially tuned weights; the engine restores the base).
+    """
+    from diffusers import DDPMScheduler
+
+    unet = pipe.unet
+    device = pipe._execution_device  # noqa: SLF001
+    precision = _resolve_precision(config, device)
+    if precision == "no" and unet.dtype != torch.float32:
+        raise InputError(f"tuning a {unet.dtype} UNet needs mixed precision (fp16/bf16); load the model in fp32 to use 'no'")
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    torch.manual_seed(config.seed)
+
+    # Frozen parts run once: the clip's VAE posterior and the prompt embedding.
+    with torch.no_grad():
+        from .pipeline import video_to_tensor
+
+        pixels = video_to_tensor(video)
+        b, _, f = pixels.shape[:3]
+        frames = pixels.permute(0, 2, 1, 3, 4).flatten(0, 1)  # (b f) 3 h w
+        moments = torch.cat(
+            [pipe.vae.encode(c.to(device, pipe.vae.dtype)).latent_dist.parameters for c in frames.split(8)]
+        )
+        mean, logvar = moments.float().chunk(2, dim=1)
+        std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
+        prompt_embeds = pipe.encode_prompt(prompt, device).float()
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    scaling = pipe.vae.config.scaling_factor
+
+    trainable = select_trainable(unet, config.trainable_modules)
+    unet.requires_grad_(False)
+    base_dtype = unet.dtype
+    for p in trainable.values():
+        p.data = p.data.float()  # fp32 master weights for the trained parameters
+        p.requires_grad_(True)
+    params = list(trainable.values())
+    optimizer = torch.optim.AdamW(
+        params,
+        lr=config.learning_rate,
+        betas=(config.adam_beta1, config.adam_beta2),
+        weight_decay=config.adam_weight_decay,
+        eps=config.adam_epsilon,
+    )
+    accelerator = _make_accelerator(precision, device)
+    optimizer = accelerator.prepare_optimizer(optimizer, device_placement=False)
+    if config.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    was_training = unet.training
+    unet.train()
+    embeds = prompt_embeds.to(base_dtype if precision == "no" else torch.float32)
+
+    losses: list[float] = []
+    reporter = ProgressReporter("tune", config.max_train_steps, callback, tqdm_bar=progress_bar)
+    started = time.perf_counter()
+    try:
+        for step in range(config.max_train_steps):
+            with torch.no_grad():
+                # A fresh posterior sample each step, as the official loop's vae.encode(...).sample().
+                z = mean + std * torch.randn(mean.shape, generator=generator, device=device)
+                latents = (z * scaling).view(b, f, *z.shape[1:]).permute(0, 2, 1, 3, 4)  # (b, 4, f, h, w)
+                latents = latents.to(base_dtype if precision == "no" else torch.float32)
+                noise = torch.randn(latents.shape, generator=generator, device=device, dtype=latents.dtype)
+                t = torch.randint(
+                    0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator, device=device
+                )
+            with accelerator.autocast():
+                loss = denoising_loss(unet, noise_scheduler, latents, embeds, noise, t)
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
+            reporter.step(step + 1, loss=losses[-1], timestep=int(t[0]))
+    finally:
+        reporter.close()
+        if config.gradient_checkpointing:
+            unet.disable_gradient_checkpointing()
+        for p in params:
+            p.requires_grad_(False)
+            p.grad = None
+            p.data = p.data.to(base_dtype)
+        unet.train(was_training)
+        del optimizer
+
+    record = {
+        "format": "tuneavideo-delta-v1",
+        "base_model": getattr(pipe, "base_model", None),
+        "base_fingerprint": base_fingerprint(unet),
+        "prompt": prompt,
+        "num_frames": int(f),
+        "height": int(pixels.shape[-2]),
+        "width": int(pixels.shape[-1]),
+        "video_spec": config_to_dict(video_spec) if video_spec else None,
+        "tune_config": config_to_dict(config),
+        "seed": config.seed,
+        "mixed_precision": precision,
+        "device": str(device),
+        "steps": len(losses),
+        "final_loss": losses[-1] if losses else None,
+        "mean_loss_last_10": float(np.mean(losses[-10:])) if losses else None,
+        "seconds": round(time.perf_counter() - started, 2),
+        "trainable_parameters": sum(p.numel() for p in params),
+        "versions": _versions(),
+        **(extra_record or {}),
+    }
+    state = {k: v.detach().clone() for k, v in trainable.items()}
+    delta = TunedDelta(state, record)
+    delta.losses = losses  # type: ignore[attr-defined]
+    return delta
+
+
+def _versions() -> dict[str, str]:
+    import diffusers
+    import transformers
+
+    from . import __version__
+
+    return {
+        "tuneavideo": __version__,
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def save_inverted(latents: torch.Tensor, folder: str | Path, meta: dict[str, Any], name: str = INVERTED_FILE) -> Path:
+    """Save DDIM-inverted latents ``(b, 4, f, h, w)`` (fp16, as the official code keeps them) with metadata."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    save_file(
+        {"latents": latents.detach().to(torch.float16).cpu().contiguous()},
+        str(path),
+        metadata={k: json.dumps(v, default=str) for k, v in meta.items()},
+    )
+    return path
+
+
+def load_inverted(path: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
+    from safetensors import safe_open
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / INVERTED_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"no inverted latents at {path}")
+    with safe_open(str(path), framework="pt") as fh:
+        meta = {k: json.loads(v) for k, v in (fh.metadata() or {}).items()}
+        return fh.get_tensor("latents"), meta
