@@ -37,6 +37,7 @@ OFFICIAL_CONFIG_KEYS = (
     "cross_attention_dim", "attention_head_dim", "dual_cross_attention", "use_linear_projection",
     "class_embed_type", "num_class_embeds", "upcast_attention", "resnet_time_scale_shift",
 )  # fmt: skip
+TEMPORAL_INIT_SEED = 0
 WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
 
@@ -188,9 +189,12 @@ def load_unet(
     dtype = torch_dtype or next(iter(state.values())).dtype
     unet.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False, assign=True)
     if not has_temporal:  # a 2D base: fresh temporal layers, made on the loaded weights' device/dtype
-        for module in unet.modules():
-            if hasattr(module, "attn_temp"):
-                module.norm_temp, module.attn_temp = make_temporal_layers(module)
+        # Seeded, so the same base always inflates to the same model (reproducible tuning runs).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(TEMPORAL_INIT_SEED)
+            for module in unet.modules():
+                if hasattr(module, "attn_temp"):
+                    module.norm_temp, module.attn_temp = make_temporal_layers(module)
         unet.set_attention_backend(unet.attention_backend)  # processors for the new attn_temp modules
     still_meta = [n for n, p in unet.named_parameters() if p.is_meta]
     if still_meta:
@@ -338,3 +342,30 @@ def _load_single_file(
         pipe.to(device)
     pipe.base_model = str(path)
     return pipe
+
+
+def export_official_pipeline(pipe: Any, folder: str | os.PathLike, safe_serialization: bool = False) -> Path:
+    """Write a full pipeline folder in the official Tune-A-Video layout (what its training script saves).
+
+    ``unet/`` holds the inflated UNet as ``UNet3DConditionModel`` (3D block names, ``attn_temp`` /
+    ``norm_temp`` keys); vae, text_encoder, tokenizer and scheduler are the base's, as diffusers saves
+    them. The official ``UNet3DConditionModel.from_pretrained(folder, subfolder="unet")`` reads it.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    export_official_unet(pipe.unet, folder / "unet", safe_serialization=safe_serialization)
+    pipe.vae.save_pretrained(folder / "vae", safe_serialization=safe_serialization)
+    pipe.text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=safe_serialization)
+    pipe.tokenizer.save_pretrained(folder / "tokenizer")
+    pipe.scheduler.save_pretrained(folder / "scheduler")
+    index = {
+        "_class_name": "TuneAVideoPipeline",
+        "_diffusers_version": "0.11.1",
+        "scheduler": ["diffusers", type(pipe.scheduler).__name__],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["tuneavideo.models.unet", "UNet3DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    return folder

@@ -143,3 +143,53 @@ def write_test_video(path: str | Path, num_frames: int = 8, size: tuple[int, int
     path = Path(path)
     iio.imwrite(path, np.stack(frames), fps=fps, codec="libx264", macro_block_size=1)
     return path
+
+
+def tiny_controlnet(seed: int = 0, randomize_zero_convs: bool = True, conditioning_channels: int = 3):  # noqa: ANN201
+    """A random tiny ``ControlNetModel`` for the tiny UNet (hints at 2x the latent size, like the tiny VAE).
+
+    A fresh ControlNet's zero convolutions make every residual 0; ``randomize_zero_convs`` gives them
+    random weights so tests see the residuals act.
+    """
+    from diffusers import ControlNetModel
+
+    controlnet = ControlNetModel.from_unet(
+        tiny_unet2d(seed), conditioning_embedding_out_channels=(8, 16), conditioning_channels=conditioning_channels
+    ).eval()
+    if randomize_zero_convs:
+        torch.manual_seed(seed + 100)
+        zero_modules = [controlnet.controlnet_cond_embedding.conv_out, controlnet.controlnet_mid_block]
+        zero_modules += list(controlnet.controlnet_down_blocks)
+        with torch.no_grad():
+            for module in zero_modules:
+                for p in module.parameters():
+                    p.normal_(0, 0.1)
+    return controlnet
+
+
+def tiny_t2i_adapter(seed: int = 0, in_channels: int = 3):  # noqa: ANN201
+    """A random tiny full ``T2IAdapter`` whose features fit the tiny UNet's two down blocks (2x downscale)."""
+    from diffusers import T2IAdapter
+
+    torch.manual_seed(seed)
+    return T2IAdapter(
+        in_channels=in_channels,
+        channels=list(TINY_UNET_CONFIG["block_out_channels"]),
+        num_res_blocks=1,
+        downscale_factor=2,
+        adapter_type="full_adapter",
+    ).eval()
+
+
+def write_tiny_controlnet(folder: str | Path, seed: int = 0) -> Path:
+    """Save :func:`tiny_controlnet` as a diffusers folder and return it."""
+    folder = Path(folder)
+    tiny_controlnet(seed).save_pretrained(folder)
+    return folder
+
+
+def write_tiny_t2i_adapter(folder: str | Path, seed: int = 0, in_channels: int = 3) -> Path:
+    """Save :func:`tiny_t2i_adapter` as a diffusers folder and return it."""
+    folder = Path(folder)
+    tiny_t2i_adapter(seed, in_channels).save_pretrained(folder)
+    return folder

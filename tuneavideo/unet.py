@@ -86,7 +86,8 @@ def _fold_residuals(residuals: Any, f: int) -> Any:
         return None
     if torch.is_tensor(residuals):
         return _fold(residuals) if residuals.dim() == 5 else residuals
-    return tuple(_fold(r) if r.dim() == 5 else r for r in residuals)
+    # a list: diffusers pops T2I-Adapter residuals from it while running the down blocks
+    return [_fold(r) if r.dim() == 5 else r for r in residuals]
 
 
 class TuneAVideoUNet(UNet2DConditionModel):
@@ -131,7 +132,9 @@ class TuneAVideoUNet(UNet2DConditionModel):
     @classmethod
     def from_unet2d(cls, unet: UNet2DConditionModel) -> TuneAVideoUNet:
         """Inflate a loaded 2D UNet: same config and weights; temporal layers freshly initialised."""
-        model = cls.from_config(unet.config)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # deterministic temporal init, as load_unet
+            model = cls.from_config(unet.config)
         missing, unexpected = model.load_state_dict(unet.state_dict(), strict=False)
         assert not unexpected, unexpected
         assert all("_temp." in k for k in missing), missing

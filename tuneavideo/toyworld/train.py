@@ -233,6 +233,14 @@ def save_pipeline(folder: Path, vae, text_encoder, unet, tokenizer_dir: Path | N
     build_tokenizer(tok_dir)
     if tmp_tok.exists():
         shutil.rmtree(tmp_tok)
+    # transformers 5 loads a model in the dtype its config names ("auto"); the weights stay fp16 on disk, but
+    # a plain ``from_pretrained`` must give an fp32 text encoder like the fp32 UNet/VAE diffusers gives.
+    te_cfg = folder / "text_encoder" / "config.json"
+    cfg = json.loads(te_cfg.read_text())
+    for key in ("dtype", "torch_dtype"):
+        if key in cfg:
+            cfg[key] = "float32"
+    te_cfg.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     return folder
 
 
@@ -563,6 +571,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-steps", type=int, default=25)
     p.add_argument("--eval-guidance", type=float, default=5.0)
     p.add_argument("--eval-json", type=Path, default=None)
+    p.add_argument("--eval-grid", type=Path, default=None, help="PNG grid of the first evaluation samples")
     p.add_argument("--log-every", type=int, default=100)
     args = p.parse_args(argv)
     if args.smoke:
@@ -587,6 +596,19 @@ def main(argv: list[str] | None = None) -> dict:
 
     t_start = time.time()
     device = pick_device(args.device)
+    threads = torch.get_num_threads()
+    if args.smoke:
+        # Tiny ops: one thread is faster, and far faster when other processes share the CPU.
+        torch.set_num_threads(1)
+    try:
+        return _run(args, device, t_start)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace, device: str, t_start: float) -> dict:
+    import torch
+
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -674,7 +696,7 @@ def main(argv: list[str] | None = None) -> dict:
         from .evaluate import evaluate_folder
 
         result = evaluate_folder(out, n=args.eval_n, steps=args.eval_steps, guidance=args.eval_guidance, device=device,
-                                 workers=args.workers)
+                                 workers=args.workers, grid=args.eval_grid)
         summary["eval"] = result
         if args.eval_json:
             args.eval_json.write_text(json.dumps(result, indent=2))

@@ -1,0 +1,41 @@
+"""Shared fixtures: everything offline, on CPU, with tiny models built locally."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny random SD-1.x pipeline folder (2D UNet; VAE x2 so 32-px frames give 16x16 latents)."""
+    from tuneavideo.testing import write_tiny_sd
+
+    return str(write_tiny_sd(tmp_path_factory.mktemp("tiny-sd")))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 10-frame 48x64 mp4 of a red square moving right."""
+    from tuneavideo.testing import write_test_video
+
+    return str(write_test_video(tmp_path_factory.mktemp("clip") / "clip.mp4", num_frames=10, size=(48, 64)))
+
+
+@pytest.fixture()
+def tiny_pipe(tiny_sd: str):
+    """A fresh TuneAVideoPipeline over the tiny model (fresh per test: tuning mutates the UNet)."""
+    from tuneavideo import TuneAVideoPipeline
+
+    pipe = TuneAVideoPipeline.from_pretrained(tiny_sd)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -1,0 +1,7 @@
+"""``python -m tuneavideo``: see :mod:`tuneavideo.cli`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

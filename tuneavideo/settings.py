@@ -1,0 +1,303 @@
+"""App/engine settings from environment variables and command-line flags, and the default-model choice.
+
+Environment variables (command-line flags of ``app.py`` override them):
+
+==========================  ===============================  =========================================
+variable                    flag                             meaning
+==========================  ===============================  =========================================
+``BASE_MODEL_ID``           ``--model``                      hub id or local SD-1.x folder (default: see
+                                                             :func:`resolve_default_model`)
+``TUNEAVIDEO_DEVICE``       ``--device``                     ``auto`` (cuda if present), ``cpu``, ``cuda``, ``cuda:1``, ``mps``
+``TUNEAVIDEO_DTYPE``        ``--dtype``                      ``auto`` (fp16 on CUDA, fp32 elsewhere), ``fp32``, ``fp16``, ``bf16``
+``TUNEAVIDEO_CACHE_BYTES``  ``--cache-bytes``                RAM/VRAM budget of the artifact cache, e.g. ``4GB``, ``512MiB``
+``TUNEAVIDEO_MAX_QUEUE``    ``--max-queue``                  longest Gradio queue before new jobs are refused
+``TUNEAVIDEO_CACHE_DIR``    ``--cache-dir``                  disk folder for spilled tuned weights and the tiny fallback model
+``TUNEAVIDEO_OUTPUT_DIR``   ``--output-dir``                 where per-session outputs go (default: a temp dir)
+``GRADIO_SHARE``            ``--share``                      create a public gradio.live link
+``GRADIO_SERVER_NAME``      ``--host``                       bind address (default 127.0.0.1)
+``GRADIO_SERVER_PORT``      ``--port``                       port (default 7860)
+``CACHE_EXAMPLES``          ``--cache-examples``             ``1`` pre-computes the examples (off by default)
+==========================  ===============================  =========================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import DEFAULT_BASE_MODEL
+from .errors import InputError
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+TOY_WORLD_DIR = ROOT / "models" / "toy-world"
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "fp32", "fp16", "bf16")
+DEFAULT_CACHE_BYTES = 4 * 1024**3
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+          "kib": 1024, "mib": 1024**2, "gib": 1024**3, "t": 1000**4, "tb": 1000**4, "tib": 1024**4}  # fmt: skip
+
+# What kind of model is loaded decides the UI defaults (sizes, steps) and the cost constants.
+MODEL_KINDS = ("sd", "toy-world", "tiny", "custom")
+
+
+def parse_bytes(value: str | int | float) -> int:
+    """``"4GB"``, ``"512MiB"``, ``"1e9"`` or a number -> bytes."""
+    if isinstance(value, (int, float)):
+        n = int(value)
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(value))
+        if not m or m.group(2).lower() not in _UNITS:
+            raise InputError(f"cannot read a byte size from {value!r}; use e.g. 4GB, 512MiB or 1000000")
+        n = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    if n < 0:
+        raise InputError(f"byte size must be >= 0, got {value!r}")
+    return n
+
+
+def _truthy(value: str | None) -> bool:
+    return str(value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is present, else ``cpu``; other values are checked and kept."""
+    device = (device or "auto").strip().lower()
+    if device == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    base = device.split(":", 1)[0]
+    if base not in DEVICES:
+        raise InputError(f"device must be one of {DEVICES} (or cuda:N), got {device!r}")
+    if base == "cuda" and not cuda_available():
+        raise InputError(f"device {device!r} was asked for, but PyTorch sees no CUDA GPU; use --device cpu")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """``auto`` -> ``fp16`` on CUDA, ``fp32`` elsewhere (CPU half precision is slow and tuning needs fp32)."""
+    dtype = (dtype or "auto").strip().lower()
+    if dtype not in DTYPES:
+        raise InputError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if dtype == "auto":
+        return "fp16" if device.startswith("cuda") else "fp32"
+    return dtype
+
+
+def torch_dtype(name: str):  # noqa: ANN201 - torch.dtype
+    import torch
+
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+def _sd_cached(model_id: str) -> bool:
+    """Whether the hub's cache already holds ``model_id`` (so it loads with the hub unreachable)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(model_id, "model_index.json")
+        return isinstance(found, str) and Path(found).is_file()
+    except Exception:  # noqa: BLE001 - an odd cache layout just means "not cached"
+        return False
+
+
+def _set_offline() -> None:
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def tiny_model_dir(cache_dir: str | os.PathLike) -> Path:
+    """Write (once) the tiny random SD-1.x pipeline used when nothing better is available."""
+    from .testing import write_tiny_sd
+
+    folder = Path(cache_dir) / "tiny-sd-random"
+    if not (folder / "model_index.json").is_file():
+        write_tiny_sd(folder)
+    return folder
+
+
+def resolve_default_model(device: str = "auto", cache_dir: str | os.PathLike | None = None) -> tuple[str, str, str, str]:
+    """Pick the base model: ``(model, dtype, kind, reason)``; ``reason`` is the sentence for the banner.
+
+    * a CUDA GPU and the hub reachable (or SD 1.5 already cached) -> Stable Diffusion 1.5 in fp16;
+    * otherwise the embedded ``models/toy-world`` model, if present;
+    * otherwise a tiny *random* model written with :func:`tuneavideo.testing.write_tiny_sd` (outputs are noise).
+
+    Never blocks on an unreachable hub: one 2-second TCP probe, then ``HF_HUB_OFFLINE=1`` is set.
+    """
+    from .loading import hub_reachable
+
+    device = resolve_device(device)
+    reachable = hub_reachable(timeout=2)
+    if not reachable:
+        _set_offline()
+    gpu = device.startswith("cuda")
+    if gpu and (reachable or _sd_cached(DEFAULT_BASE_MODEL)):
+        how = "downloaded on first use" if not _sd_cached(DEFAULT_BASE_MODEL) else "from the local cache"
+        return DEFAULT_BASE_MODEL, "fp16", "sd", f"GPU found: using Stable Diffusion 1.5 ({DEFAULT_BASE_MODEL}, fp16, {how})."
+    if gpu:
+        why = "GPU found, but the Hugging Face hub is unreachable and Stable Diffusion 1.5 is not cached"
+    else:
+        why = "No GPU found"
+    if (TOY_WORLD_DIR / "model_index.json").is_file():
+        return (
+            str(TOY_WORLD_DIR),
+            "auto",
+            "toy-world",
+            f"{why}: using the embedded toy-world model (128 px coloured shapes, runs on CPU in minutes). "
+            "Start with a GPU and network access (or --model) for Stable Diffusion 1.5.",
+        )
+    folder = tiny_model_dir(cache_dir or default_cache_dir())
+    return (
+        str(folder),
+        "auto",
+        "tiny",
+        f"{why} and models/toy-world is missing: using a TINY RANDOM test model (outputs are noise; for trying the "
+        "app only). Pass --model with a local SD-1.x folder for real results.",
+    )
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "tuneavideo"
+
+
+def detect_model_kind(model: str) -> str:
+    """Best guess of which defaults fit ``model``: ``sd``, ``toy-world``, ``tiny`` or ``custom``."""
+    path = Path(model)
+    if path.exists():
+        if path.resolve() == TOY_WORLD_DIR.resolve() or path.name == "toy-world":
+            return "toy-world"
+        cfg = path / "unet" / "config.json"
+        if cfg.is_file():
+            import json
+
+            channels = json.loads(cfg.read_text()).get("block_out_channels", [])
+            if channels and max(channels) <= 64:
+                return "tiny"
+            if channels and max(channels) >= 1280:
+                return "sd"
+        return "custom"
+    return "sd"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the app and engine need to start; build with :meth:`from_env` / :meth:`from_args`."""
+
+    model: str = ""  # hub id or folder; "" = resolve_default_model()
+    device: str = "auto"
+    dtype: str = "auto"
+    cache_bytes: int = DEFAULT_CACHE_BYTES
+    max_queue: int = 8
+    cache_dir: str = ""  # "" = ~/.cache/tuneavideo
+    output_dir: str = ""  # "" = a fresh temp dir
+    share: bool = False
+    host: str = "127.0.0.1"
+    port: int = 7860
+    cache_examples: bool = False
+    model_kind: str = ""  # filled by resolve(); one of MODEL_KINDS
+    model_reason: str = ""  # banner text: which model and why
+
+    def __post_init__(self) -> None:
+        if self.device.split(":", 1)[0] not in DEVICES:
+            raise InputError(f"device must be one of {DEVICES} (or cuda:N), got {self.device!r}")
+        if self.dtype not in DTYPES:
+            raise InputError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.cache_bytes < 0:
+            raise InputError(f"cache_bytes must be >= 0, got {self.cache_bytes}")
+        if self.max_queue < 1:
+            raise InputError(f"max_queue must be >= 1, got {self.max_queue}")
+        if not 0 <= self.port < 65536:
+            raise InputError(f"port must be in 0..65535, got {self.port}")
+        if self.model_kind and self.model_kind not in MODEL_KINDS:
+            raise InputError(f"model_kind must be one of {MODEL_KINDS}, got {self.model_kind!r}")
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Read the environment variables in the module docstring; ``overrides`` (not None) win."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {
+            "model": env.get("BASE_MODEL_ID", env.get("TUNEAVIDEO_MODEL", "")),
+            "device": env.get("TUNEAVIDEO_DEVICE", "auto"),
+            "dtype": env.get("TUNEAVIDEO_DTYPE", "auto"),
+            "cache_bytes": parse_bytes(env.get("TUNEAVIDEO_CACHE_BYTES", DEFAULT_CACHE_BYTES)),
+            "max_queue": int(env.get("TUNEAVIDEO_MAX_QUEUE", 8)),
+            "cache_dir": env.get("TUNEAVIDEO_CACHE_DIR", ""),
+            "output_dir": env.get("TUNEAVIDEO_OUTPUT_DIR", ""),
+            "share": _truthy(env.get("GRADIO_SHARE")),
+            "host": env.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+            "port": int(env.get("GRADIO_SERVER_PORT", 7860)),
+            "cache_examples": _truthy(env.get("CACHE_EXAMPLES")),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if isinstance(values["cache_bytes"], str):
+            values["cache_bytes"] = parse_bytes(values["cache_bytes"])
+        return cls(**values)  # type: ignore[arg-type]
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        """The app's flags; each defaults to None so the environment (then the built-in default) applies."""
+        parser.add_argument("--model", help="hub id or local SD-1.x folder (default: SD 1.5 on GPU, toy-world on CPU)")
+        parser.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
+        parser.add_argument("--dtype", choices=DTYPES, help="weights dtype (auto: fp16 on CUDA, fp32 elsewhere)")
+        parser.add_argument("--cache-bytes", help="memory budget of cached artifacts, e.g. 4GB")
+        parser.add_argument("--max-queue", type=int, help="queue length before new jobs are refused")
+        parser.add_argument("--cache-dir", help="disk folder for spilled tuned weights")
+        parser.add_argument("--output-dir", help="folder for per-session outputs (default: a temp dir)")
+        parser.add_argument("--share", action="store_true", default=None, help="create a public share link")
+        parser.add_argument("--host", help="bind address (0.0.0.0 for all interfaces)")
+        parser.add_argument("--port", type=int, help="port to listen on")
+        parser.add_argument("--cache-examples", action="store_true", default=None, help="pre-compute the examples")
+        return parser
+
+    @classmethod
+    def from_args(cls, argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+        """Parse ``argv`` (flags of :meth:`add_arguments`) over the environment; not yet resolved."""
+        args = cls.add_arguments(argparse.ArgumentParser(description="Tune-A-Video web app")).parse_args(argv)
+        return cls.from_env(env, **{k: v for k, v in vars(args).items()})
+
+    # ------------------------------------------------------------------ resolving
+    def resolve(self) -> Settings:
+        """Fill in ``model``/``device``/``dtype``/``model_kind``/``model_reason`` (may probe the hub for 2 s)."""
+        from .loading import hub_reachable, _is_hub_id
+
+        device = resolve_device(self.device)
+        cache_dir = self.cache_dir or str(default_cache_dir())
+        if not self.model:
+            model, dtype, kind, reason = resolve_default_model(device, cache_dir)
+            if self.dtype != "auto":
+                dtype = self.dtype
+        else:
+            model, dtype, kind = self.model, self.dtype, self.model_kind or detect_model_kind(self.model)
+            reason = f"Using the model given with --model / BASE_MODEL_ID: {model}."
+            if _is_hub_id(model) and not hub_reachable(timeout=2):
+                _set_offline()
+                reason += " The hub is unreachable, so it must already be in the local cache."
+        return dataclasses.replace(
+            self,
+            model=model,
+            device=device,
+            dtype=resolve_dtype(dtype, device),
+            cache_dir=cache_dir,
+            output_dir=self.output_dir or tempfile.mkdtemp(prefix="tuneavideo-out-"),
+            model_kind=kind,
+            model_reason=reason,
+        )
+
+    @property
+    def resolved(self) -> bool:
+        return bool(self.model and self.model_kind and self.device != "auto" and self.dtype != "auto")

@@ -1,0 +1,165 @@
+"""The Gradio app: ``build_demo(engine, settings) -> gr.Blocks`` with Tune / Edit / Control / About tabs.
+
+Every model-running event has an ``api_name`` matching the engine method (``/tune``, ``/invert``,
+``/edit``, ``/generate``, ``/control``, plus ``/load_tuned``, ``/cancel``, ``/estimate``) and shares
+one ``concurrency_id``; ``gr.State`` holds only a small handle (the session's latest tuned-model key);
+tensors stay in the engine's cache, and ``demo.unload`` releases the session's references.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from .examples import Example, load_examples
+from .tab_control import HELP as CONTROL_HELP
+from .tab_control import build_control_tab
+from .tab_edit import HELP as EDIT_HELP
+from .tab_edit import build_edit_tab
+from .tab_tune import HELP as TUNE_HELP
+from .tab_tune import build_tune_tab, estimate_text
+from .widgets import HEAVY, engine_errors, session_id
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["build_demo", "banner_text", "help_text"]
+
+EXAMPLES_SESSION = "examples"  # cached examples' artifacts are held by this never-released session
+
+
+def banner_text(engine) -> str:  # noqa: ANN001 - Engine
+    info = engine.describe()
+    return (
+        f"### Tune-A-Video: one-shot video tuning and editing\n"
+        f"**Model:** `{info['model']}` ({info['kind']}, {info['unet_parameters'] / 1e6:.1f} M UNet parameters, "
+        f"native {info['native_size']} px) on **{info['device']}** ({info['dtype']}). {info['reason']}"
+    )
+
+
+def help_text(engine) -> str:  # noqa: ANN001
+    def table(title: str, rows: dict[str, str]) -> str:
+        lines = [f"#### {title}", "| knob | what it does |", "|---|---|"]
+        lines += [f"| {name.replace('_', ' ')} | {text} |" for name, text in rows.items()]
+        return "\n".join(lines)
+
+    est = engine.estimate()
+    return "\n\n".join(
+        [
+            "### How it works\n"
+            "1. **Tune**: the base text-to-image model is fine-tuned for a few hundred steps on your one clip "
+            "(only the attention queries and the new temporal attention layers change; the result is a small "
+            "set of weights you can download).\n"
+            "2. **Edit**: the clip is DDIM-inverted with the tuned model (cached), then sampled again with your "
+            "new prompt, so motion and layout stay while the words you changed take effect. Re-edits reuse "
+            "both the tuning and the inversion.\n"
+            "3. **Control**: per-frame pose / depth / edge hints steer a ControlNet or T2I-Adapter on top.",
+            f"### Estimate for the default settings on this device\n{est['text']}",
+            table("Tune", TUNE_HELP),
+            table("Edit", EDIT_HELP),
+            table("Control", CONTROL_HELP),
+            "Outputs of a session are deleted when its browser tab closes; tuned weights are cached by content, "
+            "so the same clip + prompt + settings is tuned only once, whoever asks.",
+        ]
+    )
+
+
+def _example_rows(examples: list[Example]) -> list[list[Any]]:
+    return [
+        [
+            ex.video,
+            ex.prompt,
+            ex.video_spec.num_frames,
+            ex.video_spec.width,
+            ex.video_spec.height,
+            ex.video_spec.stride,
+            ex.video_spec.start_time,
+            ex.tune.max_train_steps,
+            ex.tune.learning_rate,
+            ex.tune.seed,
+            "\n".join(ex.edit_prompts),
+        ]
+        for ex in examples
+    ]
+
+
+def build_demo(engine, settings=None) -> gr.Blocks:  # noqa: ANN001 - Engine, Settings
+    """The whole app over one :class:`~tuneavideo.engine.Engine` (``settings`` default: the engine's)."""
+    settings = settings or engine.settings
+    example_dir = Path(settings.cache_dir or engine.output_root) / "examples"
+    examples = load_examples(engine, fallback_dir=example_dir)
+
+    with gr.Blocks(title="Tune-A-Video") as demo:
+        gr.Markdown(banner_text(engine), elem_id="banner")
+        handle = gr.State({})
+        with gr.Tabs():
+            tune_tab_block = gr.Tab("Tune", id="tune")
+            with tune_tab_block:
+                tune = build_tune_tab(engine, handle)
+            with gr.Tab("Edit", id="edit"):
+                edit = build_edit_tab(engine, handle)
+            with gr.Tab("Control", id="control"):
+                control = build_control_tab(engine, handle)
+            with gr.Tab("About", id="about"):
+                gr.Markdown(help_text(engine))
+                stats_box = gr.Code(label="Cache statistics", language="json")
+                stats_button = gr.Button("Refresh statistics", size="sm")
+
+        if examples:
+            with tune_tab_block:
+                inputs = [tune.video, tune.prompt, tune.num_frames, tune.width, tune.height, tune.stride,
+                          tune.start_time, tune.steps, tune.learning_rate, tune.seed, edit.prompts]  # fmt: skip
+
+                def run_example(video, prompt, num_frames, width, height, stride, start_time, steps,  # noqa: ANN001
+                                learning_rate, seed, edit_prompts):  # noqa: ANN001
+                    """Tune an example (cached runs are held by a session that is never released)."""
+                    from .tab_tune import _configs
+
+                    with engine_errors("tuning the example"):
+                        spec, config = _configs(engine, num_frames, width, height, stride, start_time, "crop",
+                                                steps, learning_rate, seed, tune.gradient_checkpointing.value)  # fmt: skip
+                        result = engine.tune(EXAMPLES_SESSION, video, prompt, spec, config)
+                    return result.preview_path, result.status
+
+                gr.Examples(
+                    examples=_example_rows(examples),
+                    inputs=inputs,
+                    outputs=[tune.preview, tune.status] if settings.cache_examples else None,
+                    fn=run_example if settings.cache_examples else None,
+                    cache_examples=settings.cache_examples,
+                    cache_mode="lazy" if settings.cache_examples else None,
+                    example_labels=[ex.name for ex in examples],
+                    label="Examples (click one, then press Tune)",
+                )
+
+        def refresh_models(handle: dict | None, request: gr.Request) -> tuple:
+            choices = engine.model_choices(session_id(request))
+            value = (handle or {}).get("tune_key")
+            if value not in {key for _, key in choices}:
+                value = choices[0][1] if choices else None
+            return gr.update(choices=choices, value=value), gr.update(choices=choices, value=value)
+
+        for event in (tune.tune_event, edit.load_event):
+            event.success(refresh_models, [handle], [edit.model, control.model], queue=False, api_visibility="private")
+
+        def stats() -> str:
+            """Engine cache statistics (hits, misses, bytes, entries)."""
+            return json.dumps(engine.stats(), indent=2)
+
+        stats_button.click(stats, None, stats_box, api_name="stats", queue=False)
+        demo.load(stats, None, stats_box, queue=False, api_visibility="private")
+        demo.load(
+            lambda *knobs: estimate_text(engine, *knobs), tune.knobs, tune.estimate, queue=False,
+            api_visibility="private",
+        )  # fmt: skip
+
+        def release(request: gr.Request) -> None:
+            engine.release(session_id(request))
+
+        demo.unload(release)
+    demo.heavy_concurrency_id = HEAVY  # for tests and app.py
+    return demo
+

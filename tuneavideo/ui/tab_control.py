@@ -1,0 +1,177 @@
+"""Control tab: pose / depth / canny hints from the clip steer a ControlNet or T2I-Adapter."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from ..control import DEFAULT_CONTROL_MODELS, ControlSpec
+from ..errors import Cancelled
+from ..hints import HINT_KINDS, HintConfig
+from .tab_edit import resolve_model
+from .widgets import HEAVY, MAX_SEED, ProgressAdapter, cancelled_text, engine_errors, resolve_seed, session_id, split_prompts
+
+CONTROL_TYPES = [("ControlNet", "controlnet"), ("T2I-Adapter", "t2i_adapter")]
+HELP = {
+    "hint": "pose: OpenPose skeletons (mediapipe offline); depth: a depth model; canny: edges (no model needed).",
+    "control_type": "ControlNet (strong, runs every step) or T2I-Adapter (light, computed once).",
+    "control_model": "Hub id or local folder of an SD-1.x control model for this hint.",
+    "scale": "How strongly the hints steer the result (1 = as trained).",
+    "window": "Fraction of the sampling steps during which the control applies (start..end).",
+    "driving": "Optional: take the hints from another clip (e.g. someone else's dance); default: the tuned clip.",
+    "use_inversion": "Start from the inverted source clip (only when the hints come from the source clip).",
+}
+
+
+@dataclass
+class ControlTab:
+    model: gr.Dropdown
+    prompts: gr.Textbox
+    hint: gr.Radio
+    control_type: gr.Radio
+    control_model: gr.Textbox
+    scale: gr.Slider
+    start: gr.Slider
+    end: gr.Slider
+    driving_video: gr.Video
+    steps: gr.Slider
+    guidance_scale: gr.Slider
+    seed: gr.Number
+    use_inversion: gr.Checkbox
+    low_threshold: gr.Slider
+    high_threshold: gr.Slider
+    button: gr.Button
+    cancel_button: gr.Button
+    hints_video: gr.Video
+    video: gr.Video
+    side_by_side: gr.Video
+    status: gr.Markdown
+    event: Any
+
+
+def default_control_model(control_type: str, hint: str) -> str:
+    return DEFAULT_CONTROL_MODELS.get(control_type, {}).get(hint, "")
+
+
+def build_control_tab(engine, handle: gr.State) -> ControlTab:  # noqa: ANN001 - Engine
+    scfg = engine.profile.sample
+    with gr.Row():
+        with gr.Column(scale=1):
+            model = gr.Dropdown(choices=[], value=None, label="Tuned model", allow_custom_value=True)
+            prompts = gr.Textbox(label="Prompt(s)", lines=2, placeholder="an astronaut is dancing on the moon",
+                                 info="One per line.")  # fmt: skip
+            with gr.Row():
+                hint = gr.Radio(list(HINT_KINDS), value="canny", label="Hint", info=HELP["hint"])
+                control_type = gr.Radio(CONTROL_TYPES, value="controlnet", label="Control model type",
+                                        info=HELP["control_type"])  # fmt: skip
+            control_model = gr.Textbox(label="Control model", value=default_control_model("controlnet", "canny"),
+                                       info=HELP["control_model"])  # fmt: skip
+            with gr.Row():
+                scale = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Control scale", info=HELP["scale"])
+                start = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="Start", info=HELP["window"])
+                end = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="End")
+            driving_video = gr.Video(label="Driving video (optional)", sources=["upload"])
+            with gr.Row():
+                steps = gr.Slider(1, 150, value=scfg.num_inference_steps, step=1, label="Sampling steps")
+                guidance_scale = gr.Slider(1.0, 25.0, value=scfg.guidance_scale, step=0.5, label="Guidance")
+                seed = gr.Number(label="Seed", value=scfg.seed if scfg.seed is not None else -1, precision=0,
+                                 minimum=-1, maximum=MAX_SEED)  # fmt: skip
+            use_inversion = gr.Checkbox(value=False, label="Start from the inverted source", info=HELP["use_inversion"])
+            with gr.Accordion("Advanced (canny thresholds)", open=False):
+                low_threshold = gr.Slider(0, 255, value=100, step=1, label="Canny low threshold")
+                high_threshold = gr.Slider(0, 255, value=200, step=1, label="Canny high threshold")
+            with gr.Row():
+                button = gr.Button("Generate with control", variant="primary", elem_id="control-button")
+                cancel_button = gr.Button("Cancel", variant="stop")
+        with gr.Column(scale=1):
+            status = gr.Markdown("Pick a tuned model, a hint type and a control model.", elem_id="control-status")
+            with gr.Row():
+                hints_video = gr.Video(label="Hints", interactive=False)
+                video = gr.Video(label="Result", interactive=False)
+            side_by_side = gr.Video(label="Source | hints | result", interactive=False)
+
+    def pick_default(control_type: str, hint: str) -> str:
+        return default_control_model(control_type, hint)
+
+    gr.on([hint.change, control_type.change], pick_default, [control_type, hint], control_model, queue=False,
+          api_visibility="private", show_progress="hidden")  # fmt: skip
+
+    def control(
+        prompts: str,
+        hint: str,
+        control_type: str,
+        control_model: str,
+        scale: float,
+        start: float,
+        end: float,
+        steps: int,
+        guidance_scale: float,
+        seed: int,
+        use_inversion: bool,
+        low_threshold: int,
+        high_threshold: int,
+        model: str | None = None,
+        driving_video: str | None = None,
+        handle: dict | None = None,
+        request: gr.Request = None,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
+    ) -> tuple:
+        """Generate with per-frame control hints; returns the hint video, the result, a side-by-side, status."""
+        with engine_errors("generating with control"):
+            hint_config = HintConfig(str(hint), low_threshold=int(low_threshold), high_threshold=int(high_threshold))
+            spec = ControlSpec(str(control_type), (control_model or "").strip(), str(hint), scale=float(scale),
+                               start=float(start), end=float(end))  # fmt: skip
+            sample = dataclasses.replace(
+                scfg,
+                num_inference_steps=int(steps),
+                guidance_scale=float(guidance_scale),
+                seed=resolve_seed(seed),
+                use_inversion=bool(use_inversion),
+            )
+            try:
+                result = engine.control(
+                    session_id(request),
+                    resolve_model(model, handle),
+                    split_prompts(prompts),
+                    hint_config,
+                    spec,
+                    sample,
+                    progress=ProgressAdapter(progress),
+                    video_path=driving_video or None,
+                )
+            except Cancelled as exc:
+                return gr.skip(), gr.skip(), gr.skip(), cancelled_text(exc, "Generation stopped.")
+        return result.hint_path, result.video_path, result.side_by_side_path, result.status
+
+    event = button.click(
+        control,
+        inputs=[prompts, hint, control_type, control_model, scale, start, end, steps, guidance_scale, seed,
+                use_inversion, low_threshold, high_threshold, model, driving_video, handle],  # fmt: skip
+        outputs=[hints_video, video, side_by_side, status],
+        api_name="control",
+        concurrency_id=HEAVY,
+    )
+
+    def cancel(request: gr.Request) -> str:
+        running = engine.cancel(session_id(request))
+        return "Cancelling at the end of the current step…" if running else "Nothing is running."
+
+    cancel_button.click(cancel, None, status, queue=False, api_visibility="private")
+    return ControlTab(
+        model, prompts, hint, control_type, control_model, scale, start, end, driving_video, steps, guidance_scale,
+        seed, use_inversion, low_threshold, high_threshold, button, cancel_button, hints_video, video, side_by_side,
+        status, event,
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    from ..engine import Engine
+    from ..settings import Settings
+
+    _engine = Engine(Settings.from_env())
+    with gr.Blocks(title="Tune-A-Video: Control") as _demo:
+        build_control_tab(_engine, gr.State({}))
+    _demo.queue(default_concurrency_limit=1).launch()
