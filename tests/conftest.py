@@ -39,3 +39,23 @@ def tiny_pipe(tiny_sd: str):
     pipe = TuneAVideoPipeline.from_pretrained(tiny_sd)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@pytest.fixture(scope="session")
+def make_engine(tiny_sd: str, tmp_path_factory: pytest.TempPathFactory):
+    """Factory of :class:`tuneavideo.engine.Engine` s over the tiny model (closed at the end of the session)."""
+    from tuneavideo.engine import Engine
+    from tuneavideo.settings import Settings
+
+    engines = []
+
+    def make(**overrides):
+        values = {"model": tiny_sd, "device": "cpu", "model_kind": "tiny",
+                  "cache_dir": str(tmp_path_factory.mktemp("engine-cache")), **overrides}  # fmt: skip
+        engine = Engine(Settings(**values))
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.close()

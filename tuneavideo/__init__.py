@@ -1,56 +1,51 @@
 """tuneavideo: Tune-A-Video (Wu et al., ICCV 2023) on current diffusers.
 
-Public API::
+Public API (imported lazily, so ``python -m tuneavideo presets`` starts fast)::
 
     from tuneavideo import TuneAVideoPipeline, load_pipeline, load_unet, tune, TuneConfig, VideoSpec
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from .config import (  # noqa: E402
-    DEFAULT_BASE_MODEL,
-    InvertConfig,
-    Preset,
-    SampleConfig,
-    TuneConfig,
-    VideoSpec,
-    list_presets,
-    load_preset,
-)
-from .errors import Cancelled, InputError, MissingDependencyError, ModelLoadError, TuneAVideoError, VideoError  # noqa: E402
-from .loading import export_official_unet, load_pipeline, load_unet  # noqa: E402
-from .pipeline import TuneAVideoPipeline, TuneAVideoPipelineOutput  # noqa: E402
-from .progress import ProgressEvent  # noqa: E402
-from .tuning import TunedDelta, load_inverted, save_inverted, tune  # noqa: E402
-from .unet import TuneAVideoUNet  # noqa: E402
+_EXPORTS = {
+    "config": ["DEFAULT_BASE_MODEL", "InvertConfig", "Preset", "SampleConfig", "TuneConfig", "VideoSpec",
+               "list_presets", "load_preset"],
+    "errors": ["Cancelled", "InputError", "MissingDependencyError", "ModelLoadError", "TuneAVideoError", "VideoError"],
+    "loading": ["export_official_pipeline", "export_official_unet", "load_pipeline", "load_unet"],
+    "pipeline": ["TuneAVideoPipeline", "TuneAVideoPipelineOutput"],
+    "progress": ["ProgressEvent"],
+    "tuning": ["TunedDelta", "load_inverted", "save_inverted", "tune"],
+    "unet": ["TuneAVideoUNet"],
+    "video": ["read_video", "write_mp4", "write_gif", "probe_video"],
+    "control": ["ControlSpec", "build_video_control", "load_control_model"],
+    "hints": ["HintConfig", "extract_hints"],
+    "engine": ["Engine"],
+}  # fmt: skip
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE) + ["__version__"]
 
-__all__ = [
-    "DEFAULT_BASE_MODEL",
-    "Cancelled",
-    "InputError",
-    "InvertConfig",
-    "MissingDependencyError",
-    "ModelLoadError",
-    "Preset",
-    "ProgressEvent",
-    "SampleConfig",
-    "TuneAVideoError",
-    "TuneAVideoPipeline",
-    "TuneAVideoPipelineOutput",
-    "TuneAVideoUNet",
-    "TuneConfig",
-    "TunedDelta",
-    "VideoError",
-    "VideoSpec",
-    "__version__",
-    "export_official_unet",
-    "list_presets",
-    "load_inverted",
-    "load_pipeline",
-    "load_preset",
-    "load_unet",
-    "save_inverted",
-    "tune",
-]
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tuneavideo' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from .config import DEFAULT_BASE_MODEL, InvertConfig, Preset, SampleConfig, TuneConfig, VideoSpec  # noqa: F401
+    from .errors import Cancelled, InputError, ModelLoadError, TuneAVideoError, VideoError  # noqa: F401
+    from .loading import export_official_pipeline, export_official_unet, load_pipeline, load_unet  # noqa: F401
+    from .pipeline import TuneAVideoPipeline  # noqa: F401
+    from .tuning import TunedDelta, tune  # noqa: F401
+    from .unet import TuneAVideoUNet  # noqa: F401
