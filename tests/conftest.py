@@ -59,3 +59,26 @@ def make_engine(tiny_sd: str, tmp_path_factory: pytest.TempPathFactory):
     yield make
     for engine in engines:
         engine.close()
+
+
+@pytest.fixture(scope="module")
+def serve():
+    """``serve(demo) -> url``: queue and launch a Blocks app on a free local port; closed after the module."""
+    import socket
+
+    demos = []
+
+    def launch(demo, max_size: int = 16) -> str:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        demo.queue(default_concurrency_limit=1, max_size=max_size)
+        _, url, _ = demo.launch(
+            server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, show_error=True
+        )
+        demos.append(demo)
+        return url
+
+    yield launch
+    for demo in demos:
+        demo.close()

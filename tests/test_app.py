@@ -7,8 +7,6 @@ its own ``Client`` (= its own session). CPU, offline.
 from __future__ import annotations
 
 import os
-import socket
-import threading
 import time
 from pathlib import Path
 
@@ -22,30 +20,18 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 TUNE_ARGS = {"num_frames": 4, "width": 32, "height": 32, "stride": 1, "steps": 2, "preview_steps": 1}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def app(make_engine, tmp_path_factory: pytest.TempPathFactory):
-    """``(engine, url, base_state)``: the app launched on a free port, closed after the module."""
+def app(make_engine, serve, tmp_path_factory: pytest.TempPathFactory):
+    """``(engine, url, base_state)``: the app over a fresh tiny-model engine, on a free local port."""
     old_temp = os.environ.get("GRADIO_TEMP_DIR")
     os.environ["GRADIO_TEMP_DIR"] = str(tmp_path_factory.mktemp("gradio"))
     from tuneavideo.ui import build_demo
 
     engine = make_engine()
     base_state = {k: v.clone() for k, v in engine.pipe.unet.state_dict().items()}
-    demo = build_demo(engine)
-    demo.queue(default_concurrency_limit=1, max_size=16)
-    _, url, _ = demo.launch(
-        server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, show_error=True
-    )
     try:
-        yield engine, url, base_state
+        yield engine, serve(build_demo(engine)), base_state
     finally:
-        demo.close()
         if old_temp is None:
             os.environ.pop("GRADIO_TEMP_DIR", None)
         else:

@@ -125,3 +125,18 @@ def test_bad_inputs_give_clear_errors(case: str, tiny_sd: str, tmp_path: Path):
     assert "Traceback" not in proc.stderr
     expected = {"missing": "not found", "text": "decoded", "one_frame": "frame", "size": "multiple of 8"}[case]
     assert expected in message, message
+
+
+def test_control_with_a_tiny_controlnet(tuned: Path, tmp_path: Path):
+    from tuneavideo.testing import write_tiny_controlnet
+
+    cn = write_tiny_controlnet(tmp_path / "cn")
+    out = tmp_path / "ctrl.mp4"
+    proc = run_cli(
+        "control", "--tuned", str(tuned), "--prompt", "a blue square", "--hint", "canny",
+        "--control-model", str(cn), "--steps", "2", "--scale", "0.8", "-o", str(out),
+    )  # fmt: skip
+    assert str(out) in proc.stdout
+    assert probe_video(out).frame_count == 4
+    assert probe_video(tmp_path / "hint-canny.mp4").frame_count == 4
+    assert probe_video(tmp_path / "ctrl-with-hint.mp4").source_size == (64, 32)

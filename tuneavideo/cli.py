@@ -106,6 +106,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     _add_sample_args(p)
 
+    p = sub.add_parser("control", help="pose/depth/edge-guided generation with ControlNet or T2I-Adapter")
+    p.add_argument("--tuned", help="folder written by `tune` (its clip is the default hint source)")
+    p.add_argument("--prompt", action="append", required=True)
+    p.add_argument("--hint", choices=["pose", "depth", "canny"], default="canny", help="hint kind (default canny: weight-free)")
+    p.add_argument("--control-type", choices=["controlnet", "t2i_adapter"], default="controlnet")
+    p.add_argument("--control-model", help="hub id or folder (default: the standard SD-1.5 model for the hint)")
+    p.add_argument("--hint-video", help="an already-made pose/depth/edge video to use as hints")
+    p.add_argument("--depth-model", help="depth estimator for --hint depth (hub id or folder)")
+    p.add_argument("--scale", type=float, default=1.0, help="conditioning scale")
+    p.add_argument("--control-start", type=float, default=0.0, help="fraction of steps where control starts")
+    p.add_argument("--control-end", type=float, default=1.0, help="fraction of steps where control ends")
+    p.add_argument("--guess-mode", action="store_true", help="ControlNet guess mode")
+    p.add_argument("--inversion", action="store_true", help="start from the DDIM-inverted source (default: noise)")
+    p.add_argument("--output", "-o")
+    _add_model_args(p)
+    _add_video_args(p)
+    _add_sample_args(p)
+
     p = sub.add_parser("invert", help="(re)compute the DDIM inversion of the tuned source clip")
     p.add_argument("--tuned", required=True)
     p.add_argument("--invert-steps", type=int, default=50)
@@ -400,6 +418,66 @@ def cmd_generate(args: argparse.Namespace) -> list[Path]:
     return written
 
 
+def cmd_control(args: argparse.Namespace) -> list[Path]:
+    from .control import ControlSpec, build_video_control
+    from .hints import HintConfig, extract_hints, load_hint_video
+    from .video import make_grid, read_video, to_uint8, write_mp4
+
+    if args.tuned:
+        pipe, _, record, folder = _load_tuned(args)
+        frames = _source_frames(record, folder) if not args.video else None
+    else:
+        if not args.video and not args.hint_video:
+            raise TuneAVideoError("pass --tuned RUN, or --video / --hint-video with --model")
+        pipe, record, folder = _load(args, args.model or DEFAULT_BASE_MODEL), {}, Path("outputs")
+        frames = None
+    spec = replace(
+        VideoSpec(**record["video_spec"]) if record.get("video_spec") else VideoSpec(num_frames=8),
+        num_frames=args.num_frames, width=args.width, height=args.height, stride=args.stride,
+        start_time=args.start_time, resize=args.resize,
+    )  # fmt: skip
+    if frames is None and args.video:
+        frames = read_video(args.video, spec)[0]
+    if args.hint_video:
+        hints = load_hint_video(args.hint_video, (spec.height, spec.width), kind=args.hint, num_frames=spec.num_frames)
+    else:
+        hint_cfg = HintConfig(kind=args.hint, **({"depth_model": args.depth_model} if args.depth_model else {}))
+        hints = extract_hints(frames, hint_cfg)
+    cfg = _sample_config(args, record)
+    cspec = (
+        ControlSpec(args.control_type, args.control_model, args.hint, args.scale, args.control_start, args.control_end, args.guess_mode)
+        if args.control_model
+        else ControlSpec.default(args.control_type, args.hint, scale=args.scale, start=args.control_start,
+                                 end=args.control_end, guess_mode=args.guess_mode)
+    )  # fmt: skip
+    control = build_video_control(
+        [cspec], [hints], height=spec.height, width=spec.width, device=pipe.device, dtype=pipe.unet.dtype,
+        unet=pipe.unet, guidance_scale=cfg.guidance_scale,
+    )  # fmt: skip
+    latents = None
+    if args.inversion:
+        if frames is None:
+            raise TuneAVideoError("--inversion needs the source clip (--tuned or --video)")
+        latents = pipe.invert(pipe.encode_video(frames), num_inference_steps=cfg.num_inference_steps)
+    fps = _fps(args, record)
+    out_dir = folder / "control" if args.output is None else Path(args.output)
+    written = [write_mp4(hints, (out_dir if out_dir.suffix != ".mp4" else out_dir.parent) / f"hint-{args.hint}.mp4", fps)]
+    for prompt in args.prompt:
+        video = pipe(
+            prompt, num_frames=spec.num_frames, height=spec.height, width=spec.width,
+            num_inference_steps=cfg.num_inference_steps, guidance_scale=cfg.guidance_scale,
+            negative_prompt=cfg.negative_prompt, eta=cfg.eta, generator=_generator(cfg.seed), latents=latents,
+            unet_kwargs=control.unet_kwargs,
+            callback=None if args.quiet else _Bar(f"control: {prompt[:30]}", cfg.num_inference_steps),
+        ).videos[0]  # fmt: skip
+        control.reset()
+        result = to_uint8(video)
+        path = _output_path(args.output, folder / "control", prompt, len(args.prompt))
+        written += _write_outputs(result, path, fps, args)
+        written.append(write_mp4(make_grid([hints, result], ncols=2), path.with_name(path.stem + "-with-hint.mp4"), fps))
+    return written
+
+
 def cmd_invert(args: argparse.Namespace) -> list[Path]:
     from .tuning import INVERTED_FILE
 
@@ -426,7 +504,14 @@ def main(argv: list[str] | None = None) -> int:
             p = load_preset(name)
             print(f"{name:20s} {p.prompt!r} ({p.video.num_frames} frames, {p.video.width}x{p.video.height}, stride {p.video.stride})")
         return 0
-    commands = {"tune": cmd_tune, "edit": cmd_edit, "generate": cmd_generate, "invert": cmd_invert, "export": cmd_export}
+    commands = {
+        "tune": cmd_tune,
+        "edit": cmd_edit,
+        "generate": cmd_generate,
+        "control": cmd_control,
+        "invert": cmd_invert,
+        "export": cmd_export,
+    }
     try:
         written = commands[args.command](args)
     except TuneAVideoError as exc:
