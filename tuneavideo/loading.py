@@ -73,9 +73,13 @@ def resolve_folder(
     subfolder: str | None,
     local_files_only: bool | None = None,
     revision: str | None = None,
-    allow_patterns: list[str] | None = None,
+    variant: str | None = None,
 ) -> Path:
-    """Return a local folder for ``path_or_id[/subfolder]``, downloading from the hub when allowed."""
+    """Return a local folder for ``path_or_id[/subfolder]`` holding ``config.json`` and one weights file.
+
+    For a hub id only ``config.json`` and the single preferred weights file are fetched (a SD repo's
+    unet/ folder also holds fp16, non-EMA and pickle copies worth ~10 GB).
+    """
     path = Path(path_or_id)
     if path.exists():
         if subfolder and (path / subfolder).is_dir():
@@ -85,33 +89,39 @@ def resolve_folder(
         raise ModelLoadError(f"{path} has no '{subfolder}/config.json' or 'config.json'")
     if not _is_hub_id(str(path_or_id)):
         raise ModelLoadError(f"model path not found: {path_or_id} (not a local folder, nor a hub id like 'org/name')")
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import hf_hub_download
 
-    patterns = allow_patterns or [f"{subfolder}/*.json", f"{subfolder}/*.safetensors", f"{subfolder}/*.bin"]
+    local = _local_only(local_files_only)
+
+    def fetch(name: str) -> Path:
+        return Path(hf_hub_download(str(path_or_id), name, subfolder=subfolder, revision=revision, local_files_only=local))
+
     try:
-        root = snapshot_download(
-            str(path_or_id), revision=revision, allow_patterns=patterns, local_files_only=_local_only(local_files_only)
-        )
+        folder = fetch("config.json").parent
     except Exception as exc:  # noqa: BLE001 - hub errors are many; give one clear message
-        hint = " (offline mode: download it once with network access, or pass a local folder)" if _local_only(
-            local_files_only
-        ) else ""
+        hint = " (offline mode: download it once with network access, or pass a local folder)" if local else ""
         raise ModelLoadError(f"could not get '{path_or_id}' from the Hugging Face hub{hint}: {exc}") from exc
-    folder = Path(root) / subfolder if subfolder else Path(root)
-    if not (folder / "config.json").is_file():
-        raise ModelLoadError(f"'{path_or_id}' has no {subfolder}/config.json")
-    return folder
+    for name in _weight_candidates(variant):
+        try:
+            fetch(name)
+            return folder
+        except Exception:  # noqa: BLE001, S112 - try the next format
+            continue
+    raise ModelLoadError(f"'{path_or_id}' has no {subfolder}/ weights among {_weight_candidates(variant)}")
+
+
+def _weight_candidates(variant: str | None) -> list[str]:
+    names = list(WEIGHT_NAMES)
+    if variant:
+        names = [n.replace(".safetensors", f".{variant}.safetensors").replace(".bin", f".{variant}.bin") for n in names] + names
+    return names
 
 
 def _weights_file(folder: Path, variant: str | None) -> Path:
-    names = list(WEIGHT_NAMES)
-    if variant:
-        names = [n.replace(".safetensors", f".{variant}.safetensors").replace(".bin", f".{variant}.bin") for n in names]
-        names += list(WEIGHT_NAMES)
-    for name in names:
+    for name in _weight_candidates(variant):
         if (folder / name).is_file():
             return folder / name
-    raise ModelLoadError(f"no weights in {folder}: expected one of {names}")
+    raise ModelLoadError(f"no weights in {folder}: expected one of {_weight_candidates(variant)}")
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -165,7 +175,7 @@ def load_unet(
     temporal layers are freshly initialised; for an official checkpoint (``UNet3DConditionModel``
     config, ``*3D`` blocks) every key must match, with none missing or left over.
     """
-    folder = resolve_folder(path_or_id, subfolder, local_files_only, revision)
+    folder = resolve_folder(path_or_id, subfolder, local_files_only, revision, variant)
     config = json.loads((folder / "config.json").read_text())
     config, official = unet_config_to_2d(config)
     state = load_state_dict_file(_weights_file(folder, variant))
@@ -280,9 +290,13 @@ def load_pipeline(
         return _load_single_file(path, unet, torch_dtype, device, local, original_config, scheduler)
     if not path.exists() and not _is_hub_id(str(pretrained)):
         raise ModelLoadError(f"model not found: {pretrained} (expected a folder, a file or a hub id 'org/name')")
+    if not local and _is_hub_id(str(pretrained)) and not hub_reachable():
+        logger.warning("the Hugging Face hub is unreachable: using only locally cached files for %s", pretrained)
+        local = True  # fail in milliseconds instead of minutes of download retries
     kw = {"revision": revision} if revision else {}
-    vae = _load_component(__import__("diffusers").AutoencoderKL, pretrained, "vae", local, **kw)
-    text_encoder = _load_component(CLIPTextModel, pretrained, "text_encoder", local, **kw)
+    weights_kw = {**kw, **({"torch_dtype": torch_dtype} if torch_dtype is not None else {})}
+    vae = _load_component(__import__("diffusers").AutoencoderKL, pretrained, "vae", local, **weights_kw)
+    text_encoder = _load_component(CLIPTextModel, pretrained, "text_encoder", local, **weights_kw)
     tokenizer = _load_component(CLIPTokenizer, pretrained, "tokenizer", local, **kw)
     check_tokenizer(tokenizer, f"{pretrained}/tokenizer")
     base_scheduler = _load_component(DDIMScheduler, pretrained, "scheduler", local, **kw)
@@ -300,8 +314,6 @@ def load_pipeline(
     pipe = TuneAVideoPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet_model, scheduler=base_scheduler
     )
-    if torch_dtype is not None:
-        pipe.to(dtype=torch_dtype)
     if device is not None:
         pipe.to(device)
     pipe.base_model = str(pretrained)
