@@ -115,3 +115,16 @@ def test_bad_sampling_inputs_are_clear(tiny_pipe):
         tiny_pipe("x", num_frames=1, height=32, width=32, num_inference_steps=1, output_type="gif")
     with pytest.raises(InputError, match="uint8"):
         tiny_pipe.encode_video(np.zeros((2, 32, 32, 3), dtype=np.float32))
+
+
+def test_official_style_calls_work(tiny_pipe, tiny_sd):
+    """The official names: video_length=, output_type="tensor", callback(i, t, latents), from_pretrained_2d."""
+    seen = []
+    out = tiny_pipe("x", video_length=2, height=32, width=32, num_inference_steps=2, output_type="tensor",
+                    callback=lambda i, t, latents: seen.append((i, int(t), tuple(latents.shape))))  # fmt: skip
+    assert out.videos.shape == (1, 3, 2, 32, 32)
+    assert [s[0] for s in seen] == [0, 1] and seen[0][2] == (1, 4, 2, 16, 16)
+    from tuneavideo import TuneAVideoUNet
+
+    unet = TuneAVideoUNet.from_pretrained_2d(tiny_sd, subfolder="unet")
+    assert unet(torch.randn(1, 4, 2, 16, 16), 1, encoder_hidden_states=torch.randn(1, 77, 32))["sample"].shape == (1, 4, 2, 16, 16)

@@ -224,7 +224,8 @@ class TuneAVideoPipeline(DiffusionPipeline):
                 a single video's latents are shared by every prompt.
             output_type: ``"np"`` -> ``(b, f, h, w, 3)`` float in [0, 1]; ``"pt"`` -> ``(b, 3, f, h, w)``
                 (the official layout); ``"latent"`` -> the final latents.
-            callback: receives a :class:`~tuneavideo.progress.ProgressEvent` after every step.
+            callback: receives a :class:`~tuneavideo.progress.ProgressEvent` after every step (a
+                three-argument ``callback(step, timestep, latents)`` as in the official code also works).
             unet_kwargs: hook for control models, returning extra UNet arguments per step.
         """
         # 0. defaults
@@ -269,7 +270,10 @@ class TuneAVideoPipeline(DiffusionPipeline):
 
         # 4. denoising loop
         step_kwargs = {"eta": eta, "generator": generator} if isinstance(self.scheduler, DDIMScheduler) else {}
-        reporter = ProgressReporter("sample", len(timesteps), callback, tqdm_bar=not self._progress_bar_disabled())
+        legacy = _legacy_callback(callback)
+        reporter = ProgressReporter(
+            "sample", len(timesteps), None if legacy else callback, tqdm_bar=not self._progress_bar_disabled()
+        )
         for i, t in enumerate(timesteps):
             model_input = torch.cat([latents] * 2) if do_cfg else latents
             model_input = self.scheduler.scale_model_input(model_input, t)
@@ -280,6 +284,8 @@ class TuneAVideoPipeline(DiffusionPipeline):
                 noise_pred = uncond + guidance_scale * (cond - uncond)
             latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
             reporter.step(i + 1, timestep=int(t))
+            if legacy:
+                callback(i, t, latents)
         reporter.close()
 
         # 5. decode
@@ -293,6 +299,22 @@ class TuneAVideoPipeline(DiffusionPipeline):
         if not return_dict:
             return (videos,)
         return TuneAVideoPipelineOutput(videos=videos)
+
+
+def _legacy_callback(callback: Callable | None) -> bool:
+    """True for an official/diffusers-style ``callback(step, timestep, latents)``."""
+    if callback is None:
+        return False
+    import inspect
+
+    try:
+        params = [
+            p for p in inspect.signature(callback).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+        ]  # fmt: skip
+    except (TypeError, ValueError):
+        return False
+    return len(params) >= 3
 
 
 def video_to_tensor(video: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -140,6 +140,13 @@ class TuneAVideoUNet(UNet2DConditionModel):
         assert all("_temp." in k for k in missing), missing
         return model.to(device=unet.device, dtype=unet.dtype)
 
+    @classmethod
+    def from_pretrained_2d(cls, pretrained_model_path: str, subfolder: str | None = None, **kwargs: Any) -> TuneAVideoUNet:
+        """The official loader's name: inflate a 2D SD UNet folder (see :func:`tuneavideo.load_unet`)."""
+        from .loading import load_unet
+
+        return load_unet(pretrained_model_path, subfolder=subfolder, **kwargs)
+
     # ------------------------------------------------------------------ attention backends
     def set_attention_backend(self, backend: str = "sdpa") -> None:
         """Use PyTorch SDPA (default) or xformers (GPU only) for every attention layer."""
