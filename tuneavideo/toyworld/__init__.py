@@ -21,10 +21,10 @@ from .render import (
     SceneSpec,
     VideoSceneSpec,
     caption,
-    render_image,
-    render_video,
     random_scene,
     random_video_spec,
+    render_image,
+    render_video,
     write_example_clip,
 )
 
@@ -42,9 +42,9 @@ __all__ = [
     "SceneSpec",
     "VideoSceneSpec",
     "caption",
-    "render_image",
-    "render_video",
     "random_scene",
     "random_video_spec",
+    "render_image",
+    "render_video",
     "write_example_clip",
 ]

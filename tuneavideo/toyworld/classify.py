@@ -26,8 +26,8 @@ import numpy as np
 
 from .render import (
     ALL_SHAPES,
-    COLORS,
     COLOR_NAMES,
+    COLORS,
     LINEAR_MOTIONS,
     TEXTURES,
     GroundTruth,
@@ -203,7 +203,7 @@ def _refine(lab: np.ndarray, pred: np.ndarray, mask: np.ndarray) -> np.ndarray:
     denom = np.maximum((delta * delta).sum(axis=2), 1e-6)
     alpha = ((lab - pred) * delta).sum(axis=2) / denom
     refined = (alpha > 0.5) & region & (denom > 100.0)  # pixels where object and background differ (ΔE>10)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(refined.astype(np.uint8), connectivity=8)
+    n, labels = cv2.connectedComponents(refined.astype(np.uint8), connectivity=8)
     if n <= 1:
         return mask
     overlap = np.bincount(labels[mask], minlength=n)
@@ -221,7 +221,9 @@ def _describe(lab: np.ndarray, mask: np.ndarray) -> ObjectEstimate:
     color, dist = nearest_color(np.median(lab[inner], axis=0))
     scores = _shape_scores(mask[y0:y1, x0:x1])
     shape = max(scores, key=scores.get)
-    return ObjectEstimate(color, dist, shape, scores, mask, (float(xs.mean()), float(ys.mean())), (x0, y0, x1, y1), int(xs.size))
+    return ObjectEstimate(
+        color, dist, shape, scores, mask, (float(xs.mean()), float(ys.mean())), (x0, y0, x1, y1), int(xs.size)
+    )
 
 
 def classify_image(

@@ -6,8 +6,8 @@ Kept free of torch so that worker processes start fast.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
@@ -93,7 +93,9 @@ def iter_training_chunks(
         yield from pool.imap(_render_chunk_star, jobs)
 
 
-def render_training_set(n: int, seed: int, cfg: DataConfig = DataConfig(), workers: int | None = None) -> tuple[np.ndarray, list[str]]:
+def render_training_set(
+    n: int, seed: int, cfg: DataConfig = DataConfig(), workers: int | None = None
+) -> tuple[np.ndarray, list[str]]:
     images, captions = [], []
     for imgs, caps in iter_training_chunks(n, seed, cfg, workers):
         images.append(imgs)
@@ -110,8 +112,13 @@ class EvalPrompt:
     held_out: bool
 
 
-def eval_prompts(n: int, held_out: bool, seed: int = 0, textures: tuple[str, ...] = TEXTURES) -> list[EvalPrompt]:
-    """``n`` single-object prompts from held-out (or from seen) combinations, spread evenly over them."""
+def eval_prompts(
+    n: int, held_out: bool, seed: int = 0, textures: tuple[str, ...] = TEXTURES, motion: bool = False
+) -> list[EvalPrompt]:
+    """``n`` single-object prompts from held-out (or from seen) combinations, spread evenly over them.
+
+    With ``motion`` every prompt also names a random motion ("... moving left on ..."), as video prompts do.
+    """
     triples = [t for t in all_triples(textures) if is_held_out(*t) == held_out]
     rng = np.random.default_rng([seed, int(held_out)])
     order = rng.permutation(len(triples))
@@ -123,7 +130,8 @@ def eval_prompts(n: int, held_out: bool, seed: int = 0, textures: tuple[str, ...
         from .render import ObjectSpec, SceneSpec
 
         scene = SceneSpec((ObjectSpec(shape, color),), parts[0], texture)
-        out.append(EvalPrompt(caption(scene), color, shape, bg_name, held_out))
+        kind = MotionSpec(MOTIONS[int(rng.integers(len(MOTIONS)))]) if motion else None
+        out.append(EvalPrompt(caption(scene, kind), color, shape, bg_name, held_out))
     return out
 
 

@@ -20,11 +20,11 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from .classify import classify_image, score_against  # noqa: E402
-from .data import EvalPrompt, eval_prompts  # noqa: E402
-from .render import TEXTURES, ObjectSpec, SceneSpec, random_scene, render_image  # noqa: E402
+from .classify import classify_image, score_against
+from .data import EvalPrompt, eval_prompts
+from .render import TEXTURES, random_scene, render_image
 
 
 def _classify_one(args: tuple[np.ndarray, str, str, str]) -> dict[str, object]:
@@ -67,8 +67,15 @@ def generate(pipe, prompts: list[str], steps: int, guidance: float, seed: int, b
     for i in range(0, len(prompts), batch):
         chunk = prompts[i : i + batch]
         gens = [torch.Generator(device="cpu").manual_seed(seed + i + j) for j in range(len(chunk))]
-        out = pipe(chunk, num_inference_steps=steps, guidance_scale=guidance, generator=gens, height=size, width=size,
-                   output_type="np")
+        out = pipe(
+            chunk,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=gens,
+            height=size,
+            width=size,
+            output_type="np",
+        )
         images.append((np.clip(out.images, 0, 1) * 255).round().astype(np.uint8))
     return np.concatenate(images)
 
@@ -83,17 +90,31 @@ def evaluate_pipeline(
     workers: int = 1,
     textures: tuple[str, ...] = TEXTURES,
     grid: Path | None = None,
+    motion: bool = False,
 ) -> dict[str, object]:
-    """Generate ``n`` images for seen and ``n`` for held-out captions and score them (see module doc)."""
+    """Generate ``n`` images for seen and ``n`` for held-out captions and score them (see module doc).
+
+    ``motion`` adds a random motion phrase to every caption (video-style prompts; the image should not change).
+    """
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     result: dict[str, object] = {
-        "settings": {"n": n, "steps": steps, "guidance": guidance, "seed": seed, "size": size, "scheduler": type(pipe.scheduler).__name__},
+        "settings": {
+            "n": n,
+            "steps": steps,
+            "guidance": guidance,
+            "seed": seed,
+            "size": size,
+            "scheduler": type(pipe.scheduler).__name__,
+            "motion_phrases": motion,
+        },
     }
     t0 = time.time()
     samples = {}
     for split, held in (("seen", False), ("held_out", True)):
-        prompts = eval_prompts(n, held_out=held, seed=seed, textures=textures)
-        imgs = generate(pipe, [p.prompt for p in prompts], steps, guidance, seed * 100_000 + int(held) * 50_000, batch, size)
+        prompts = eval_prompts(n, held_out=held, seed=seed, textures=textures, motion=motion)
+        imgs = generate(
+            pipe, [p.prompt for p in prompts], steps, guidance, seed * 100_000 + int(held) * 50_000, batch, size
+        )
         scores = classify_batch([(im, p.color, p.shape, p.background_name) for im, p in zip(imgs, prompts)], workers)
         result[split] = summarise(prompts, scores)
         result[split]["examples_wrong"] = [
@@ -130,7 +151,7 @@ def classifier_on_renders(n: int = 200, seed: int = 0) -> dict[str, float]:
     hits = defaultdict(list)
     for _ in range(n):
         scene = random_scene(rng, num_objects=1)
-        img, truth = render_image(scene)
+        img, _ = render_image(scene)
         s = score_against(classify_image(img), scene.objects[0].color, scene.objects[0].shape, scene.background_name)
         for k, v in s.items():
             hits[k].append(v)
@@ -141,20 +162,37 @@ def load_pipeline(folder: str | Path, device: str = "cpu", dtype: str = "float32
     import torch
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(str(folder), torch_dtype=getattr(torch, dtype), local_files_only=True,
-                                                   safety_checker=None, requires_safety_checker=False)
+    pipe = StableDiffusionPipeline.from_pretrained(
+        str(folder),
+        torch_dtype=getattr(torch, dtype),
+        local_files_only=True,
+        safety_checker=None,
+        requires_safety_checker=False,
+    )
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 
 
-def evaluate_folder(folder: str | Path, n: int = 100, steps: int = 25, guidance: float = 5.0, seed: int = 0,
-                    device: str = "cpu", workers: int | None = None, batch: int | None = None, dtype: str = "float32",
-                    grid: Path | None = None) -> dict[str, object]:
+def evaluate_folder(
+    folder: str | Path,
+    n: int = 100,
+    steps: int = 25,
+    guidance: float = 5.0,
+    seed: int = 0,
+    device: str = "cpu",
+    workers: int | None = None,
+    batch: int | None = None,
+    dtype: str = "float32",
+    grid: Path | None = None,
+    motion: bool = False,
+) -> dict[str, object]:
     pipe = load_pipeline(folder, device, dtype)
     workers = workers if workers is not None else min(os.cpu_count() or 1, 16)
     batch = batch if batch is not None else (256 if device == "cuda" else 16)
-    result = evaluate_pipeline(pipe, n=n, steps=steps, guidance=guidance, seed=seed, batch=batch, workers=workers, grid=grid)
+    result = evaluate_pipeline(
+        pipe, n=n, steps=steps, guidance=guidance, seed=seed, batch=batch, workers=workers, grid=grid, motion=motion
+    )
     result["model"] = str(folder)
     result["device"] = device
     return result
@@ -173,13 +211,27 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     p.add_argument("--workers", type=int, default=None, help="classifier processes")
     p.add_argument("--grid", type=Path, default=None, help="save a PNG grid of the first samples")
     p.add_argument("--json", type=Path, default=None, help="also write the result here")
-    p.add_argument("--classifier-check", type=int, default=0, help="also score the classifier on this many clean renders")
+    p.add_argument("--motion", action="store_true", help="add a random motion phrase to every prompt (video-style)")
+    p.add_argument(
+        "--classifier-check", type=int, default=0, help="also score the classifier on this many clean renders"
+    )
     args = p.parse_args(argv)
     import torch
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    result = evaluate_folder(args.model, n=args.n, steps=args.steps, guidance=args.guidance, seed=args.seed, device=device,
-                             workers=args.workers, batch=args.batch, dtype=args.dtype, grid=args.grid)
+    result = evaluate_folder(
+        args.model,
+        n=args.n,
+        steps=args.steps,
+        guidance=args.guidance,
+        seed=args.seed,
+        device=device,
+        workers=args.workers,
+        batch=args.batch,
+        dtype=args.dtype,
+        grid=args.grid,
+        motion=args.motion,
+    )
     if args.classifier_check:
         result["classifier_on_renders"] = classifier_on_renders(args.classifier_check, args.seed)
     text = json.dumps(result, indent=2)

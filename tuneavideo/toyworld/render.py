@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -104,7 +104,7 @@ def _check_name(value: str, allowed: Sequence[str], what: str) -> None:
 def secondary_color(color: str) -> tuple[int, int, int]:
     """The pattern colour of a textured background: the base colour mixed half-and-half with grey."""
     base = np.array(COLORS[color], dtype=np.float64)
-    return tuple(int(round(v)) for v in 0.5 * base + 0.5 * _TEXTURE_GREY)  # type: ignore[return-value]
+    return tuple(int(v) for v in np.rint(0.5 * base + 0.5 * _TEXTURE_GREY))  # type: ignore[return-value]
 
 
 def article(word: str) -> str:
@@ -302,8 +302,8 @@ def _poly(canvas: np.ndarray, points: Iterable[tuple[float, float]]) -> None:
 
 
 def _disc(canvas: np.ndarray, cx: float, cy: float, r: float, value: int = 255) -> None:
-    centre = (int(round(cx * _SUBPIXEL)), int(round(cy * _SUBPIXEL)))
-    radius = max(int(round(r * _SUBPIXEL)), 1)
+    centre = (round(cx * _SUBPIXEL), round(cy * _SUBPIXEL))
+    radius = max(round(r * _SUBPIXEL), 1)
     cv2.circle(canvas, centre, radius, value, thickness=-1, lineType=cv2.LINE_8, shift=_SUBPIXEL_BITS)
 
 
@@ -518,7 +518,10 @@ def random_scene(
                 half = 0.5 * s + margin
                 x = float(rng.uniform(half, 1.0 - half))
                 y = float(rng.uniform(half, 1.0 - half))
-                if any(abs(x - o.x) < 0.5 * (s + o.size) + 0.02 and abs(y - o.y) < 0.5 * (s + o.size) + 0.02 for o in objects):
+                if any(
+                    abs(x - o.x) < 0.5 * (s + o.size) + 0.02 and abs(y - o.y) < 0.5 * (s + o.size) + 0.02
+                    for o in objects
+                ):
                     continue
                 objects.append(ObjectSpec(shape, color, s, x, y))
                 placed = True
@@ -575,7 +578,9 @@ def random_video_spec(
     x0, x1, y0, y1, max_scale = _path_extent(mspec, num_frames)
     n = num_objects if num_objects is not None else (2 if rng.random() < two_object_prob else 1)
     for _ in range(200):
-        base = random_scene(rng, num_objects=n, size_range=size_range, two_size_range=size_range, margin=margin, **scene_kwargs)
+        base = random_scene(
+            rng, num_objects=n, size_range=size_range, two_size_range=size_range, margin=margin, **scene_kwargs
+        )
         first = base.objects[0]
         half = 0.5 * first.size * max_scale + margin
         lo_x, hi_x = half - x0, 1.0 - half - x1

@@ -28,28 +28,28 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from .data import DataConfig, iter_training_chunks  # noqa: E402
+from .data import DataConfig, iter_training_chunks
 
 # SD 1.x noise schedule and DDIM settings (the scheduler config of stable-diffusion-v1-5).
-SD_SCHEDULER = dict(
-    num_train_timesteps=1000,
-    beta_start=0.00085,
-    beta_end=0.012,
-    beta_schedule="scaled_linear",
-    clip_sample=False,
-    set_alpha_to_one=False,
-    steps_offset=1,
-    prediction_type="epsilon",
-)
+SD_SCHEDULER = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+    "prediction_type": "epsilon",
+}
 
 
 @dataclass(frozen=True)
@@ -202,7 +202,9 @@ class CaptionTokens:
 # --------------------------------------------------------------------------------------------------
 
 
-def save_pipeline(folder: Path, vae, text_encoder, unet, tokenizer_dir: Path | None = None, dtype: str = "float16") -> Path:
+def save_pipeline(
+    folder: Path, vae, text_encoder, unet, tokenizer_dir: Path | None = None, dtype: str = "float16"
+) -> Path:
     """Write a standard ``StableDiffusionPipeline`` folder (no safety checker) in ``dtype`` safetensors."""
     import copy
 
@@ -241,6 +243,11 @@ def save_pipeline(folder: Path, vae, text_encoder, unet, tokenizer_dir: Path | N
         if key in cfg:
             cfg[key] = "float32"
     te_cfg.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    for part in ("vae", "unet", "text_encoder"):  # drop where the weights were loaded from (--init-from)
+        path = folder / part / "config.json"
+        cfg = json.loads(path.read_text())
+        if cfg.pop("_name_or_path", None) is not None:
+            path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     return folder
 
 
@@ -332,7 +339,9 @@ def train_vae(vae, images: np.ndarray, args, device: str, state: dict | None = N
     if device == "cuda":
         vae.to(memory_format=torch.channels_last)
     params = list(vae.parameters())
-    opt = torch.optim.AdamW(params, lr=args.vae_lr, weight_decay=0.0, betas=(0.9, 0.99), **({"fused": True} if device == "cuda" else {}))
+    opt = torch.optim.AdamW(
+        params, lr=args.vae_lr, weight_decay=0.0, betas=(0.9, 0.99), **({"fused": True} if device == "cuda" else {})
+    )
     step = 0
     if state:
         opt.load_state_dict(state["optimizer"])
@@ -367,8 +376,15 @@ def train_vae(vae, images: np.ndarray, args, device: str, state: dict | None = N
         step += 1
         if step % args.log_every == 0:
             psnr = -10 * math.log10(max(float(mse.detach()) / 4.0, 1e-10))  # images in [-1, 1]
-            log("vae", step=step, l1=round(float(l1.detach()), 5), psnr=round(psnr, 2), lr=lr, elapsed=round(clock.elapsed(), 1),
-                it_s=round(args.log_every / (time.time() - t_log), 2))
+            log(
+                "vae",
+                step=step,
+                l1=round(float(l1.detach()), 5),
+                psnr=round(psnr, 2),
+                lr=lr,
+                elapsed=round(clock.elapsed(), 1),
+                it_s=round(args.log_every / (time.time() - t_log), 2),
+            )
             t_log = time.time()
     vae.eval()
     return {"optimizer": opt.state_dict(), "step": step}
@@ -479,7 +495,9 @@ def train_unet(unet, text_encoder, latents, captions_ids, args, device: str, sta
     unet.to(device).train()
     text_encoder.to(device).train()
     params = list(unet.parameters()) + list(text_encoder.parameters())
-    opt = torch.optim.AdamW(params, lr=args.unet_lr, weight_decay=0.01, betas=(0.9, 0.999), **({"fused": True} if device == "cuda" else {}))
+    opt = torch.optim.AdamW(
+        params, lr=args.unet_lr, weight_decay=0.01, betas=(0.9, 0.999), **({"fused": True} if device == "cuda" else {})
+    )
     ema = EMA(params, args.ema_decay)
     step = 0
     if state:
@@ -523,7 +541,7 @@ def train_unet(unet, text_encoder, latents, captions_ids, args, device: str, sta
         opt.zero_grad(set_to_none=True)
         try:
             per = _unet_loss(model, text_encoder, ids, xt, t, noise, weight, use_amp)
-        except Exception as exc:  # noqa: BLE001 - a compiled graph that fails falls back to eager, once
+        except Exception as exc:
             if model is unet:
                 raise
             log("compile_failed", error=f"{type(exc).__name__}: {exc}"[:500])
@@ -536,8 +554,14 @@ def train_unet(unet, text_encoder, latents, captions_ids, args, device: str, sta
         step += 1
         loss_acc += per.mean()
         if step % args.log_every == 0:
-            log("unet", step=step, loss=round(float(loss_acc) / args.log_every, 5), lr=round(lr, 7), elapsed=round(clock.elapsed(), 1),
-                it_s=round(args.log_every / (time.time() - t_log), 2))
+            log(
+                "unet",
+                step=step,
+                loss=round(float(loss_acc) / args.log_every, 5),
+                lr=round(lr, 7),
+                elapsed=round(clock.elapsed(), 1),
+                it_s=round(args.log_every / (time.time() - t_log), 2),
+            )
             loss_acc.zero_()
             t_log = time.time()
     unet.eval()
@@ -552,8 +576,12 @@ def train_unet(unet, text_encoder, latents, captions_ids, args, device: str, sta
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tuneavideo.toyworld.train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=Path("models/toy-world"), help="pipeline folder to write (fp16 safetensors)")
-    p.add_argument("--work", type=Path, default=Path("runs/toyworld"), help="checkpoints of each stage (fp32, optimiser state)")
+    p.add_argument(
+        "--out", type=Path, default=Path("models/toy-world"), help="pipeline folder to write (fp16 safetensors)"
+    )
+    p.add_argument(
+        "--work", type=Path, default=Path("runs/toyworld"), help="checkpoints of each stage (fp32, optimiser state)"
+    )
     p.add_argument("--stages", default="vae,unet", help="comma list of stages to run: vae, unet")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --work")
     p.add_argument("--init-from", type=Path, default=None, help="start from an exported pipeline folder's weights")
@@ -564,7 +592,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # data
     p.add_argument("--num-images", type=int, default=200_000, help="images rendered and encoded for the UNet stage")
     p.add_argument("--vae-images", type=int, default=50_000, help="images rendered for the VAE stage")
-    p.add_argument("--data-seed", type=int, default=1, help="seed of the rendered training set (vary it across sessions)")
+    p.add_argument(
+        "--data-seed", type=int, default=1, help="seed of the rendered training set (vary it across sessions)"
+    )
     p.add_argument("--motion-prob", type=float, default=0.3)
     p.add_argument("--two-object-prob", type=float, default=0.15)
     p.add_argument("--texture-prob", type=float, default=0.3)
@@ -586,7 +616,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--min-snr", type=float, default=5.0, help="min-SNR-gamma loss weighting (0: plain MSE)")
     p.add_argument("--cfg-drop", type=float, default=0.1, help="fraction of empty captions")
     p.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA")
-    p.add_argument("--compile", action="store_true", help="torch.compile the UNet (CUDA only; falls back to eager on error)")
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the UNet (CUDA only; falls back to eager on error)"
+    )
     # evaluation after training
     p.add_argument("--eval-n", type=int, default=0, help="prompts per split (seen / held out) to evaluate at the end")
     p.add_argument("--eval-steps", type=int, default=25)
@@ -596,8 +628,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--log-every", type=int, default=100)
     args = p.parse_args(argv)
     if args.smoke:
-        for name, value in dict(num_images=96, vae_images=64, vae_steps=3, unet_steps=4, vae_batch=8, unet_batch=8, warmup=2,
-                                vae_warmup=2, log_every=2).items():
+        smoke = {
+            "num_images": 96,
+            "vae_images": 64,
+            "vae_steps": 3,
+            "unet_steps": 4,
+            "vae_batch": 8,
+            "unet_batch": 8,
+            "warmup": 2,
+            "vae_warmup": 2,
+            "log_every": 2,
+        }
+        for name, value in smoke.items():
             if p.get_default(name) == getattr(args, name):
                 setattr(args, name, value)
         if args.device == "auto":
@@ -642,10 +684,20 @@ def _run(args: argparse.Namespace, device: str, t_start: float) -> dict:
     cfg = SMOKE_MODEL if args.smoke else ModelConfig()
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)
-    data_cfg = DataConfig(size=cfg.image_size, two_object_prob=args.two_object_prob, texture_prob=args.texture_prob,
-                          motion_prob=args.motion_prob)
-    log("start", device=device, stages=stages, model=asdict(cfg), torch=torch.__version__,
-        gpu=torch.cuda.get_device_name() if device == "cuda" else None)
+    data_cfg = DataConfig(
+        size=cfg.image_size,
+        two_object_prob=args.two_object_prob,
+        texture_prob=args.texture_prob,
+        motion_prob=args.motion_prob,
+    )
+    log(
+        "start",
+        device=device,
+        stages=stages,
+        model=asdict(cfg),
+        torch=torch.__version__,
+        gpu=torch.cuda.get_device_name() if device == "cuda" else None,
+    )
 
     # ---- models -------------------------------------------------------------------------------
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -658,15 +710,24 @@ def _run(args: argparse.Namespace, device: str, t_start: float) -> dict:
         vae, text_encoder, unet = build_vae(cfg), build_text_encoder(cfg), build_unet(cfg)
     if args.resume and (work / "vae").exists():
         vae = AutoencoderKL.from_pretrained(work / "vae", local_files_only=True)
-    counts = {k: sum(p.numel() for p in m.parameters()) for k, m in (("vae", vae), ("text_encoder", text_encoder), ("unet", unet))}
+    counts = {
+        k: sum(p.numel() for p in m.parameters())
+        for k, m in (("vae", vae), ("text_encoder", text_encoder), ("unet", unet))
+    }
     log("params", **counts)
     summary: dict[str, Any] = {"params": counts}
 
     # ---- stage 1: VAE -------------------------------------------------------------------------
     if "vae" in stages:
-        state = torch.load(work / "vae_state.pt", weights_only=False) if args.resume and (work / "vae_state.pt").exists() else None
+        state = (
+            torch.load(work / "vae_state.pt", weights_only=False)
+            if args.resume and (work / "vae_state.pt").exists()
+            else None
+        )
         t0 = time.time()
-        vae_imgs = np.concatenate([c[0] for c in iter_training_chunks(args.vae_images, args.data_seed + 1000, data_cfg, args.workers)])
+        vae_imgs = np.concatenate(
+            [c[0] for c in iter_training_chunks(args.vae_images, args.data_seed + 1000, data_cfg, args.workers)]
+        )
         log("vae_data", images=len(vae_imgs), seconds=round(time.time() - t0, 1))
         vstate = train_vae(vae, vae_imgs, args, device, state)
         held = vae_imgs[: min(len(vae_imgs), 1024)]
@@ -710,14 +771,24 @@ def _run(args: argparse.Namespace, device: str, t_start: float) -> dict:
     summary["out"] = str(out)
     summary["size_mb"] = round(folder_size(out) / 1e6, 2)
     log("saved", folder=str(out), size_mb=summary["size_mb"])
-    (work / "train_args.json").write_text(json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                                                      if k != "empty_ids"}, indent=2))
+    (work / "train_args.json").write_text(
+        json.dumps(
+            {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "empty_ids"}, indent=2
+        )
+    )
 
     if args.eval_n > 0:
         from .evaluate import evaluate_folder
 
-        result = evaluate_folder(out, n=args.eval_n, steps=args.eval_steps, guidance=args.eval_guidance, device=device,
-                                 workers=args.workers, grid=args.eval_grid)
+        result = evaluate_folder(
+            out,
+            n=args.eval_n,
+            steps=args.eval_steps,
+            guidance=args.eval_guidance,
+            device=device,
+            workers=args.workers,
+            grid=args.eval_grid,
+        )
         summary["eval"] = result
         if args.eval_json:
             args.eval_json.write_text(json.dumps(result, indent=2))
