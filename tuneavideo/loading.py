@@ -196,7 +196,7 @@ def load_unet(
             f"{folder}: checkpoint does not match a {kind} UNet with this config: {len(missing)} missing keys "
             f"(e.g. {missing[:3]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
         )
-    dtype = torch_dtype or next(iter(state.values())).dtype
+    dtype = torch_dtype or torch.float32  # as diffusers: fp32 unless asked otherwise
     unet.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False, assign=True)
     if not has_temporal:  # a 2D base: fresh temporal layers, made on the loaded weights' device/dtype
         # Seeded, so the same base always inflates to the same model (reproducible tuning runs).
