@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     from tuneavideo.ui import build_demo
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up probes
     try:
         settings = Settings.from_args(argv).resolve()
         print(f"[tuneavideo] {settings.model_reason}", flush=True)

@@ -156,3 +156,15 @@ def test_bad_upload_is_a_helpful_gradio_error(client, tmp_path: Path):
         client.predict(video=handle_file(str(fake)), prompt="", **TUNE_ARGS, api_name="/tune")
     with pytest.raises(AppError, match="No tuned model"):
         client.predict(prompts="a square", api_name="/edit")
+
+
+def test_cached_examples_build_lazily(app, tmp_path: Path, monkeypatch):
+    """CACHE_EXAMPLES=1 turns on Gradio's lazy example cache (nothing is computed at start-up)."""
+    import dataclasses
+
+    from tuneavideo.ui import build_demo
+
+    monkeypatch.setenv("GRADIO_EXAMPLES_CACHE", str(tmp_path / "examples-cache"))
+    engine = app[0]
+    demo = build_demo(engine, dataclasses.replace(engine.settings, cache_examples=True))
+    assert demo is not None and engine.models("examples") == []

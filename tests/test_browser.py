@@ -42,7 +42,11 @@ def app(make_engine, serve, tmp_path_factory: pytest.TempPathFactory):
 def test_example_tune_and_edit_in_chromium(app, tmp_path: Path):
     from playwright.sync_api import expect, sync_playwright
 
+    from tuneavideo.ui import example_dir
+    from tuneavideo.ui.examples import load_examples
+
     engine, url = app
+    example = load_examples(engine, fallback_dir=example_dir(engine))[0]  # the first example the page shows
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         try:
@@ -50,14 +54,15 @@ def test_example_tune_and_edit_in_chromium(app, tmp_path: Path):
             page.goto(url)
             expect(page.locator("#banner")).to_contain_text("Model:", timeout=30_000)
 
-            page.get_by_text("moving-square").first.click()  # the example fills the Tune (and Edit) inputs
-            expect(page.get_by_label("Source prompt")).to_have_value("a red square moves to the right")
+            page.get_by_text(example.name).first.click()  # the example fills the Tune (and Edit) inputs
+            expect(page.get_by_label("Source prompt")).to_have_value(example.prompt)
+            expect(page.locator("#tune-video video")).to_have_count(1, timeout=30_000)  # the clip has loaded
             page.locator("#tune-button").click()
             expect(page.locator("#tune-status")).to_contain_text("Tuned in", timeout=180_000)
             expect(page.locator("#tune-estimate")).to_contain_text("Estimate")
 
             page.get_by_role("tab", name="Edit").click()
-            expect(page.locator("#edit-prompts textarea")).to_have_value("a blue square moves to the right")
+            expect(page.locator("#edit-prompts textarea")).to_have_value("\n".join(example.edit_prompts))
             page.locator("#edit-button").click()
             expect(page.locator("#edit-status")).to_contain_text("tuning: cached", timeout=180_000)
             expect(page.locator("#edit-video video")).to_have_count(1, timeout=30_000)

@@ -5,6 +5,7 @@ CPU, offline, tiny random SD (4 frames of 32x32 -> 16x16 latents, 2 tuning steps
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -246,6 +247,17 @@ def test_byte_budget_is_respected_with_spill(make_engine, tiny_clip):
     assert small.stats()["entries"] == 0
 
 
+def test_estimate_is_calibrated_by_a_run(make_engine, tiny_clip):
+    fresh = make_engine()
+    before = fresh.estimate(SPEC, TUNE, SAMPLE, INVERT)
+    assert before["measured"] == [] and "rough" in before["text"]
+    res = fresh.tune("lea", tiny_clip, "a red square", SPEC, TUNE, preview_steps=0)
+    after = fresh.estimate(SPEC, TUNE, SAMPLE, INVERT)
+    assert after["measured"] == ["train"] and "calibrated" in after["text"]
+    assert after["tune_seconds"] == pytest.approx(res.timings["tune"], rel=0.25, abs=0.05)
+    fresh.release("lea")
+
+
 def test_estimate_reports_time_and_memory(engine):
     est = engine.estimate(SPEC, TUNE, SAMPLE, INVERT, num_prompts=2)
     for key in ("tune_seconds", "invert_seconds", "edit_seconds", "tune_peak_bytes", "edit_peak_bytes"):
@@ -283,3 +295,25 @@ def test_settings_from_env_flags_and_default_model(tmp_path: Path, monkeypatch):
     resolved = Settings(device="cpu", cache_dir=str(tmp_path / "cache")).resolve()
     assert resolved.model == str(toy) and resolved.model_kind == "toy-world"
     assert "embedded toy-world model" in resolved.model_reason
+
+
+def test_default_model_on_a_gpu_box(tmp_path: Path, monkeypatch):
+    """With CUDA: SD 1.5 in fp16 when the hub answers; the toy-world model (with the reason) when it does not."""
+    import tuneavideo.loading as loading_mod
+    import tuneavideo.settings as settings_mod
+    from tuneavideo.config import DEFAULT_BASE_MODEL
+    from tuneavideo.settings import resolve_default_model
+
+    toy = tmp_path / "toy-world"
+    toy.mkdir()
+    (toy / "model_index.json").write_text("{}")
+    monkeypatch.setattr(settings_mod, "TOY_WORLD_DIR", toy)
+    monkeypatch.setattr(settings_mod, "cuda_available", lambda: True)
+    monkeypatch.setattr(settings_mod, "_sd_cached", lambda model_id: False)
+    monkeypatch.setattr(loading_mod, "hub_reachable", lambda timeout=2.0: True)
+    model, dtype, kind, reason = resolve_default_model("auto", tmp_path)
+    assert (model, dtype, kind) == (DEFAULT_BASE_MODEL, "fp16", "sd") and reason.startswith("GPU found")
+    monkeypatch.setattr(loading_mod, "hub_reachable", lambda timeout=2.0: False)
+    model, dtype, kind, reason = resolve_default_model("auto", tmp_path)
+    assert model == str(toy) and "hub is unreachable" in reason
+    assert os.environ["HF_HUB_OFFLINE"] == "1"

@@ -106,27 +106,37 @@ def _profile(kind: str, device: str, native: int) -> Profile:
 
 
 # ============================================================================================ cost model
-# Seconds per "unit" = one frame x one latent pixel, for one training step ("train") or one UNet
-# forward of one batch row ("forward"; CFG runs two rows). Activation bytes per unit likewise.
-# cpu rows were measured on this project's 2-core CPU box (fp32, torch 2.13; see
-# tests/test_engine.py::test_estimate_is_close_to_a_measured_run for the check); the sd/cpu row comes
-# from offline-stack.md §6 (full-size random SD UNet: 5.5 s per 64x64 forward, 13.3 s per 4-frame
-# 32x32 training step). cuda rows are documented, not measured here: SD 1.5 fp16 on an A100-class GPU
-# (hysts' Tune-A-Video Space: 8 frames at 512 px, 300 steps in ~4 min; 50 CFG steps in ~10 s), with
-# SDPA (memory grows linearly with the frames); an H100 is about 1.5-2x faster.
-COSTS: dict[tuple[str, str], dict[str, float]] = {
-    ("cpu", "tiny"): {"train": 1.6e-4, "forward": 3.0e-5, "act_train": 6.0e4, "act_forward": 1.0e4},
-    ("cpu", "toy-world"): {"train": 4.0e-4, "forward": 1.2e-4, "act_train": 2.0e5, "act_forward": 2.0e4},
-    ("cpu", "sd"): {"train": 3.2e-3, "forward": 1.3e-3, "act_train": 4.0e5, "act_forward": 6.0e4},
-    ("cuda", "tiny"): {"train": 2.0e-6, "forward": 5.0e-7, "act_train": 6.0e4, "act_forward": 1.0e4},
-    ("cuda", "toy-world"): {"train": 4.0e-6, "forward": 1.0e-6, "act_train": 2.0e5, "act_forward": 2.0e4},
-    ("cuda", "sd"): {"train": 2.5e-5, "forward": 3.5e-6, "act_train": 1.5e5, "act_forward": 4.0e4},
-}
+# One UNet call on ``u`` units (frames x latent pixels x batch rows) costs ``a + b*u`` seconds:
+# "train" is one tuning step (forward + backward + AdamW on one video), "forward" one sampling or
+# inversion step (CFG doubles the rows). "act_*" are activation bytes per unit.
+# * cpu/tiny and cpu/toy-world: measured on this project's 2-core CPU box (fp32, torch 2.13, 2 threads;
+#   tiny: 4f x 16x16 -> 0.053 s fwd / 0.153 s train per row, 8f x 32x32 -> 0.53 / 1.85 s; a toy-world-sized
+#   UNet (64, 96, 128 channels, 2 layers): 4f x 16x16 -> 0.10 / 0.32 s, 8f x 16x16 -> 0.19 / 0.54 s,
+#   8f x 32x32 -> 0.88 / 2.7 s).
+# * cpu/sd: offline-stack.md §6 (full-size SD UNet: 5.5 s per 64x64 forward; 13.3 s per 4-frame 32x32 step).
+# * cuda/sd: documented, not measured here: SD 1.x fp16 on an A100 per hysts' Tune-A-Video Space (8 frames at
+#   512 px: 300 tuning steps in ~4 min with gradient checkpointing, 50 CFG steps in ~10 s); an H100 is about
+#   1.5-2x faster, a T4 about 5x slower. cuda/tiny and cuda/toy-world are launch-bound guesses.
+# The engine multiplies these by the ratio of measured to predicted time of its own runs (``_correction``).
+COSTS: dict[tuple[str, str], dict[str, Any]] = {
+    ("cpu", "tiny"): {"train": (0.0, 2.0e-4), "forward": (0.0, 6.5e-5), "act_train": 6.0e4, "act_forward": 1.0e4},
+    ("cpu", "toy-world"): {"train": (0.04, 3.0e-4), "forward": (0.01, 1.0e-4), "act_train": 2.0e5, "act_forward": 2.0e4},
+    ("cpu", "sd"): {"train": (0.0, 3.2e-3), "forward": (0.0, 1.3e-3), "act_train": 4.0e5, "act_forward": 6.0e4},
+    ("cuda", "tiny"): {"train": (0.02, 2.0e-7), "forward": (0.008, 5.0e-8), "act_train": 6.0e4, "act_forward": 1.0e4},
+    ("cuda", "toy-world"): {"train": (0.03, 1.0e-6), "forward": (0.01, 2.0e-7), "act_train": 2.0e5, "act_forward": 2.0e4},
+    ("cuda", "sd"): {"train": (0.0, 2.4e-5), "forward": (0.0, 3.0e-6), "act_train": 1.5e5, "act_forward": 4.0e4},
+}  # fmt: skip
 
 
-def _cost_row(device: str, kind: str) -> dict[str, float]:
+def _cost_row(device: str, kind: str) -> dict[str, Any]:
     dev = "cuda" if device.startswith("cuda") else "cpu"
     return COSTS.get((dev, kind)) or COSTS[(dev, "sd")]
+
+
+def step_seconds(row: dict[str, Any], what: str, units: float) -> float:
+    """Predicted seconds of one ``what`` ("train" / "forward") step on ``units`` units."""
+    a, b = row[what]
+    return a + b * units
 
 
 # ============================================================================================ results
@@ -228,7 +238,7 @@ class EditResult:
         if self.seed is not None:
             parts.append(f"seed {self.seed}")
         parts.append(f"{sum(self.timings.values()):.1f} s")
-        return " · ".join(parts) + "".join(f"\n{n}" for n in self.notes)
+        return " · ".join(parts) + "".join(f"\n\n{n}" for n in self.notes)
 
 
 # ============================================================================================ artifacts
@@ -370,7 +380,7 @@ class Engine:
         self._sessions: dict[str, _Session] = {}
         self._sha_memo: dict[tuple[str, int, int], str] = {}
         self._control_models: OrderedDict[tuple[str, str], torch.nn.Module] = OrderedDict()
-        self._rates: dict[str, float] = {}  # measured seconds per unit ("train", "forward"), refines estimates
+        self._correction: dict[str, float] = {}  # measured / predicted time of this engine's own runs
 
         self._own_output = not settings.output_dir
         self.output_root = Path(settings.output_dir or tempfile.mkdtemp(prefix="tuneavideo-out-")).resolve()
@@ -521,6 +531,8 @@ class Engine:
         sha = self._sha_memo.get(memo)
         if sha is None:
             sha = _sha256_file(path)
+            if len(self._sha_memo) > 4096:  # a long-running app sees many uploads; the memo only saves re-hashing
+                self._sha_memo.clear()
             self._sha_memo[memo] = sha
         return config_hash("video", sha, video_spec, self.base_id)
 
@@ -597,7 +609,7 @@ class Engine:
                 x0, invert_config.num_inference_steps, prompt=invert_config.prompt, callback=callback
             )
         seconds = time.perf_counter() - started
-        self._measured("forward", seconds, invert_config.num_inference_steps * self._units(model.video_spec))
+        self._measured("forward", seconds, invert_config.num_inference_steps, self._units(model.video_spec))
         self.cache.put(key, xT, kind="inverted", session=s.id)
         return xT, False, seconds, key
 
@@ -643,7 +655,7 @@ class Engine:
             finally:
                 self._restore(snapshot)
         seconds = time.perf_counter() - started
-        self._measured("train", seconds, tune_config.max_train_steps * self._units(video_spec))
+        self._measured("train", seconds, len(getattr(delta, "losses", ())), self._units(video_spec))
         return TunedArtifact(delta, tuple(getattr(delta, "losses", ())))
 
     def tune(
@@ -903,12 +915,15 @@ class Engine:
         vf = self.vae_scale_factor
         return float(spec.num_frames * (spec.height // vf) * (spec.width // vf) * rows)
 
-    def _measured(self, kind: str, seconds: float, units: float) -> None:
-        if units <= 0 or seconds <= 0:
+    def _measured(self, what: str, seconds: float, steps: int, units: float) -> None:
+        """Fold a finished run into the correction of the cost model (EMA of measured / predicted)."""
+        row = _cost_row(str(self.device), self.settings.model_kind or "sd")
+        predicted = steps * step_seconds(row, what, units)
+        if steps <= 0 or predicted <= 0 or seconds <= 0:
             return
-        rate = seconds / units
-        old = self._rates.get(kind)
-        self._rates[kind] = rate if old is None else 0.5 * old + 0.5 * rate
+        ratio = min(max(seconds / predicted, 0.05), 20.0)
+        old = self._correction.get(what)
+        self._correction[what] = ratio if old is None else 0.5 * old + 0.5 * ratio
 
     def _sample(
         self,
@@ -957,7 +972,7 @@ class Engine:
                 ).videos  # (1, f, h, w, 3) float in [0, 1]
                 out[i] = to_uint8(video[0])
         rows = 2 if sample.guidance_scale > 1.0 else 1
-        self._measured("forward", time.perf_counter() - started, n * steps * self._units(spec, rows))
+        self._measured("forward", time.perf_counter() - started, n * steps, self._units(spec, rows))
         return out
 
     def _resolve_seed(self, sample: SampleConfig) -> SampleConfig:
@@ -1245,8 +1260,8 @@ class Engine:
     ) -> dict[str, Any]:
         """Rough time and memory for tune + preview, inversion and an edit of ``num_prompts`` prompts.
 
-        Per-step costs come from :data:`COSTS` (per device and model kind, in seconds per frame x
-        latent pixel), replaced by the rates this engine measured on its own runs once it has some.
+        Per-step costs come from :data:`COSTS` (per device and model kind), scaled by how this engine's
+        own runs compared with them once it has finished some.
         """
         spec = video_spec or self.profile.video
         tcfg = tune_config or self.profile.tune
@@ -1254,14 +1269,14 @@ class Engine:
         icfg = invert_config or self.profile.invert
         preview = self.profile.preview_steps if preview_steps is None else preview_steps
         row = _cost_row(str(self.device), self.settings.model_kind or "sd")
-        train_rate = self._rates.get("train", row["train"])
-        fwd_rate = self._rates.get("forward", row["forward"])
+        train_k = self._correction.get("train", 1.0)
+        fwd_k = self._correction.get("forward", 1.0)
         cfg_rows = 2 if scfg.guidance_scale > 1.0 else 1
         units = self._units(spec)
-        tune_s = tcfg.max_train_steps * units * train_rate
-        preview_s = preview * units * cfg_rows * fwd_rate
-        invert_s = icfg.num_inference_steps * units * fwd_rate if scfg.use_inversion else 0.0
-        edit_s = num_prompts * scfg.num_inference_steps * units * cfg_rows * fwd_rate
+        tune_s = tcfg.max_train_steps * step_seconds(row, "train", units) * train_k
+        preview_s = preview * step_seconds(row, "forward", units * cfg_rows) * fwd_k
+        invert_s = icfg.num_inference_steps * step_seconds(row, "forward", units) * fwd_k if scfg.use_inversion else 0.0
+        edit_s = num_prompts * scfg.num_inference_steps * step_seconds(row, "forward", units * cfg_rows) * fwd_k
         weights = sum(p.numel() * p.element_size() for m in (self.pipe.unet, self.pipe.vae, self.pipe.text_encoder)
                       for p in m.parameters())  # fmt: skip
         try:
@@ -1271,7 +1286,7 @@ class Engine:
         optimizer = trainable * (4 + 4 + 8)  # fp32 master copy, gradient, two AdamW moments
         act_train = units * row["act_train"] * (0.4 if tcfg.gradient_checkpointing else 1.0)
         act_fwd = units * cfg_rows * row["act_forward"]
-        measured = sorted(self._rates)
+        measured = sorted(self._correction)
         device = "GPU" if self.device.type == "cuda" else self.device.type.upper()
         text = (
             f"≈ {_fmt_seconds(tune_s + preview_s)} to tune ({tcfg.max_train_steps} steps"
@@ -1279,7 +1294,7 @@ class Engine:
             + (f"≈ {_fmt_seconds(invert_s)} to invert once, " if invert_s else "")
             + f"≈ {_fmt_seconds(edit_s)} per edit of {num_prompts} prompt{'s' if num_prompts > 1 else ''}"
             f" on this {device}; peak memory ≈ {_fmt_bytes(weights + optimizer + act_train)} while tuning. "
-            + ("(rates measured on this machine)" if measured else "(rough, from per-step constants)")
+            + ("(calibrated on this machine's runs)" if measured else "(rough, from per-step constants)")
         )
         return {
             "device": str(self.device),
@@ -1300,6 +1315,7 @@ class Engine:
 
 __all__ = [
     "COSTS",
+    "step_seconds",
     "EditResult",
     "Engine",
     "InvertResult",

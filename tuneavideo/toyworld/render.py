@@ -623,3 +623,44 @@ def write_example_clip(path: str | Path, spec: VideoSceneSpec, fps: int | None =
     else:
         imageio.mimsave(path, list(frames), fps=rate, macro_block_size=1, codec="libx264", quality=9)
     return path
+
+
+# --------------------------------------------------------------------------------------------------
+# Control hints
+# --------------------------------------------------------------------------------------------------
+
+#: Grey level of the nearest (last drawn) object in :func:`render_depth_hint`; each object further back is
+#: ``DEPTH_HINT_STEP`` darker. The background is 0.
+DEPTH_HINT_NEAR = 255
+DEPTH_HINT_STEP = 80
+
+
+def render_depth_hint(source: GroundTruth | SceneSpec, size: int | None = None) -> np.ndarray:
+    """A depth-like hint of a toy-world image: each object's silhouette filled with one grey level on black.
+
+    Objects are ordered by drawing order (later = on top = nearer): with ``n`` objects, object ``i``
+    (0-based) gets grey ``DEPTH_HINT_NEAR - DEPTH_HINT_STEP * (n - 1 - i)``, so a single object is 255 and two
+    objects are 175 (back) and 255 (front); the background (textured or not) is 0. The map uses the
+    *visible* masks, so a nearer object hides the one behind it exactly as in the rendered image.
+
+    ``source`` is the :class:`GroundTruth` of :func:`render_image` (its size is used and ``size`` must be
+    ``None`` or equal) or a :class:`SceneSpec` (drawn at ``size``, default 128). Returns uint8 ``(h, w, 3)``
+    with three equal channels, the layout of every hint video in :mod:`tuneavideo.hints`.
+    """
+    if isinstance(source, GroundTruth):
+        if size is not None and size != source.size:
+            raise ValueError(f"the ground truth is {source.size} px but size={size} was asked for")
+        size = source.size
+        masks = [o.mask for o in source.objects]
+    elif isinstance(source, SceneSpec):
+        size = 128 if size is None else int(size)
+        masks = [
+            draw_shape_mask(o.shape, o.x * size - 0.5, o.y * size - 0.5, o.size * size, size) for o in source.objects
+        ]
+    else:
+        raise TypeError(f"render_depth_hint expects a GroundTruth or a SceneSpec, got {type(source).__name__}")
+    depth = np.zeros((size, size), dtype=np.uint8)
+    n = len(masks)
+    for i, mask in enumerate(masks):  # back to front: later objects overwrite earlier ones where they overlap
+        depth[mask] = max(DEPTH_HINT_NEAR - DEPTH_HINT_STEP * (n - 1 - i), 1)
+    return np.repeat(depth[:, :, None], 3, axis=2)

@@ -26,7 +26,7 @@ from .widgets import HEAVY, engine_errors, session_id
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["build_demo", "banner_text", "help_text"]
+__all__ = ["banner_text", "build_demo", "example_dir", "help_text"]
 
 EXAMPLES_SESSION = "examples"  # cached examples' artifacts are held by this never-released session
 
@@ -86,13 +86,20 @@ def _example_rows(examples: list[Example]) -> list[list[Any]]:
     ]
 
 
+def example_dir(engine, settings=None) -> Path:  # noqa: ANN001
+    """Where the built-in example clip is written (the cache dir, else the engine's output dir)."""
+    settings = settings or engine.settings
+    return Path(settings.cache_dir or engine.output_root) / "examples"
+
+
 def build_demo(engine, settings=None) -> gr.Blocks:  # noqa: ANN001 - Engine, Settings
     """The whole app over one :class:`~tuneavideo.engine.Engine` (``settings`` default: the engine's)."""
     settings = settings or engine.settings
-    example_dir = Path(settings.cache_dir or engine.output_root) / "examples"
-    examples = load_examples(engine, fallback_dir=example_dir)
+    examples = load_examples(engine, fallback_dir=example_dir(engine, settings))
 
-    with gr.Blocks(title="Tune-A-Video") as demo:
+    # delete_cache: Gradio's copies of uploads and outputs older than a day go, checked hourly (a public app
+    # would otherwise fill its disk); the engine deletes a session's own outputs when its tab closes.
+    with gr.Blocks(title="Tune-A-Video", delete_cache=(3600, 86400)) as demo:
         gr.Markdown(banner_text(engine), elem_id="banner")
         handle = gr.State({})
         with gr.Tabs():

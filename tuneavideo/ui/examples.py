@@ -64,10 +64,45 @@ def load_examples(engine, preset_dir: str | Path = PRESET_DIR, fallback_dir: str
     return examples
 
 
+def _toy_world_example(engine, folder: Path) -> Example | None:  # noqa: ANN001
+    """For the toy-world model: a rendered clip of its own world (a red circle moving right on blue)."""
+    try:
+        from ..toyworld.render import MotionSpec, ObjectSpec, SceneSpec, VideoSceneSpec, write_example_clip
+
+        prof = engine.profile
+        frames = max(prof.video.num_frames * prof.video.stride, 8)
+        spec = VideoSceneSpec(SceneSpec((ObjectSpec("circle", "red", 0.3, 0.3, 0.5),), background="blue"),
+                              MotionSpec("right", 0.35), num_frames=frames, fps=8, size=128)  # fmt: skip
+        path = folder / f"toy-red-circle-right-{frames}f.mp4"
+        if not path.is_file():
+            write_example_clip(path, spec)
+        return Example(
+            name="toy-world: red circle",
+            video=str(path),
+            prompt=spec.caption,
+            edit_prompts=(
+                "a yellow circle moving right on a blue background",
+                "a red square moving right on a green background",
+            ),
+            video_spec=prof.video,
+            tune=prof.tune,
+            invert=prof.invert,
+            sample=prof.sample,
+        )
+    except Exception as exc:  # noqa: BLE001 - the renderer is optional here; fall back to the plain clip
+        logger.warning("no toy-world example clip: %s", exc)
+        return None
+
+
 def synthetic_example(engine, folder: str | Path) -> Example:  # noqa: ANN001
-    """A clip of a red square moving right, at the profile's size (written once)."""
+    """A clip the loaded model can work with, written once: a toy-world scene, else a red square moving right."""
     from ..testing import write_test_video
 
+    folder = Path(folder)
+    if engine.settings.model_kind == "toy-world":
+        toy = _toy_world_example(engine, folder)
+        if toy is not None:
+            return toy
     prof = engine.profile
     spec = prof.video
     frames = max(spec.num_frames * spec.stride, 8)

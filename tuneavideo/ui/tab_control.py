@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -11,6 +13,7 @@ import gradio as gr
 from ..control import DEFAULT_CONTROL_MODELS, ControlSpec
 from ..errors import Cancelled
 from ..hints import HINT_KINDS, HintConfig
+from ..settings import ROOT
 from .tab_edit import resolve_model
 from .widgets import HEAVY, MAX_SEED, ProgressAdapter, cancelled_text, engine_errors, resolve_seed, session_id, split_prompts
 
@@ -32,7 +35,7 @@ class ControlTab:
     prompts: gr.Textbox
     hint: gr.Radio
     control_type: gr.Radio
-    control_model: gr.Textbox
+    control_model: gr.Dropdown
     scale: gr.Slider
     start: gr.Slider
     end: gr.Slider
@@ -52,12 +55,44 @@ class ControlTab:
     event: Any
 
 
-def default_control_model(control_type: str, hint: str) -> str:
+_CLASSES = {"ControlNetModel": "controlnet", "T2IAdapter": "t2i_adapter"}
+
+
+def local_control_models(root: str | Path = ROOT / "models") -> list[tuple[str, str]]:
+    """``(kind, folder)`` of every ControlNet / T2I-Adapter folder under ``models/`` (two levels deep)."""
+    found = []
+    root = Path(root)
+    for cfg in sorted([*root.glob("*/config.json"), *root.glob("*/*/config.json")]):
+        try:
+            kind = _CLASSES.get(json.loads(cfg.read_text()).get("_class_name", ""))
+        except (OSError, ValueError):
+            continue
+        if kind:
+            found.append((kind, str(cfg.parent)))
+    return found
+
+
+def default_control_model(control_type: str, hint: str, local: list[tuple[str, str]] | None = None) -> str:
+    """A local model of that type whose folder names the hint, else the standard SD-1.x model."""
+    for kind, folder in local or []:
+        if kind == control_type and hint in Path(folder).name:
+            return folder
     return DEFAULT_CONTROL_MODELS.get(control_type, {}).get(hint, "")
+
+
+def control_model_choices(local: list[tuple[str, str]]) -> list[str]:
+    hub = [m for models in DEFAULT_CONTROL_MODELS.values() for m in models.values()]
+    return [folder for _, folder in local] + hub
 
 
 def build_control_tab(engine, handle: gr.State) -> ControlTab:  # noqa: ANN001 - Engine
     scfg = engine.profile.sample
+    local = local_control_models()
+    if engine.settings.model_kind != "sd" and not local:
+        gr.Markdown(
+            "The standard ControlNets / T2I-Adapters are made for Stable Diffusion 1.x; with this base model, use "
+            "a control model trained for it (a local folder; models under `models/` are listed automatically)."
+        )
     with gr.Row():
         with gr.Column(scale=1):
             model = gr.Dropdown(choices=[], value=None, label="Tuned model", allow_custom_value=True)
@@ -67,13 +102,14 @@ def build_control_tab(engine, handle: gr.State) -> ControlTab:  # noqa: ANN001 -
                 hint = gr.Radio(list(HINT_KINDS), value="canny", label="Hint", info=HELP["hint"])
                 control_type = gr.Radio(CONTROL_TYPES, value="controlnet", label="Control model type",
                                         info=HELP["control_type"])  # fmt: skip
-            control_model = gr.Textbox(label="Control model", value=default_control_model("controlnet", "canny"),
-                                       info=HELP["control_model"])  # fmt: skip
+            control_model = gr.Dropdown(choices=control_model_choices(local), allow_custom_value=True,
+                                        value=default_control_model("controlnet", "canny", local),
+                                        label="Control model", info=HELP["control_model"])  # fmt: skip
             with gr.Row():
                 scale = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Control scale", info=HELP["scale"])
                 start = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="Start", info=HELP["window"])
                 end = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="End")
-            driving_video = gr.Video(label="Driving video (optional)", sources=["upload"])
+            driving_video = gr.Video(label="Driving video (optional)", sources=["upload"], height=200)
             with gr.Row():
                 steps = gr.Slider(1, 150, value=scfg.num_inference_steps, step=1, label="Sampling steps")
                 guidance_scale = gr.Slider(1.0, 25.0, value=scfg.guidance_scale, step=0.5, label="Guidance")
@@ -89,12 +125,12 @@ def build_control_tab(engine, handle: gr.State) -> ControlTab:  # noqa: ANN001 -
         with gr.Column(scale=1):
             status = gr.Markdown("Pick a tuned model, a hint type and a control model.", elem_id="control-status")
             with gr.Row():
-                hints_video = gr.Video(label="Hints", interactive=False)
-                video = gr.Video(label="Result", interactive=False)
-            side_by_side = gr.Video(label="Source | hints | result", interactive=False)
+                hints_video = gr.Video(label="Hints", interactive=False, height=280)
+                video = gr.Video(label="Result", interactive=False, height=280, elem_id="control-video")
+            side_by_side = gr.Video(label="Source | hints | result", interactive=False, height=240)
 
     def pick_default(control_type: str, hint: str) -> str:
-        return default_control_model(control_type, hint)
+        return default_control_model(control_type, hint, local)
 
     gr.on([hint.change, control_type.change], pick_default, [control_type, hint], control_model, queue=False,
           api_visibility="private", show_progress="hidden")  # fmt: skip
@@ -159,7 +195,7 @@ def build_control_tab(engine, handle: gr.State) -> ControlTab:  # noqa: ANN001 -
         running = engine.cancel(session_id(request))
         return "Cancelling at the end of the current step…" if running else "Nothing is running."
 
-    cancel_button.click(cancel, None, status, queue=False, api_visibility="private")
+    cancel_button.click(cancel, None, status, queue=False, api_visibility="private", cancels=[event])
     return ControlTab(
         model, prompts, hint, control_type, control_model, scale, start, end, driving_video, steps, guidance_scale,
         seed, use_inversion, low_threshold, high_threshold, button, cancel_button, hints_video, video, side_by_side,

@@ -95,13 +95,14 @@ def build_edit_tab(engine, handle: gr.State) -> EditTab:  # noqa: ANN001 - Engin
             with gr.Accordion("Load saved tuned weights", open=False):
                 upload = gr.File(label="Tuned weights (.zip from the Tune tab, or tuned.safetensors)",
                                  file_types=[".zip", ".safetensors"])  # fmt: skip
-                upload_video = gr.Video(label="Its source video (optional: needed for inversion)", sources=["upload"])
+                upload_video = gr.Video(label="Its source video (optional: needed for inversion)", sources=["upload"],
+                                        height=200)  # fmt: skip
                 load_button = gr.Button("Load weights")
         with gr.Column(scale=1):
             status = gr.Markdown("Tune a model first (Tune tab), then type edit prompts here.", elem_id="edit-status")
-            video = gr.Video(label="Edited video", interactive=False, elem_id="edit-video")
-            side_by_side = gr.Video(label="Source | edit", interactive=False)
-            gif = gr.Image(label="GIF", type="filepath", interactive=False)
+            video = gr.Video(label="Edited video", interactive=False, elem_id="edit-video", height=320)
+            side_by_side = gr.Video(label="Source | edit", interactive=False, height=240)
+            gif = gr.Image(label="GIF", type="filepath", interactive=False, height=240)
 
     def _sample_config(steps, guidance_scale, negative_prompt, seed, use_inversion) -> SampleConfig:  # noqa: ANN001
         return dataclasses.replace(
@@ -213,7 +214,8 @@ def build_edit_tab(engine, handle: gr.State) -> EditTab:  # noqa: ANN001 - Engin
         running = engine.cancel(session_id(request))
         return "Cancelling at the end of the current step…" if running else "Nothing is running."
 
-    cancel_button.click(cancel, None, status, queue=False, api_visibility="private")
+    cancel_button.click(cancel, None, status, queue=False, api_visibility="private",
+                        cancels=[edit_event, generate_event, invert_event])  # fmt: skip
 
     def load_tuned(
         upload: str | None, upload_video: str | None = None, handle: dict | None = None, request: gr.Request = None

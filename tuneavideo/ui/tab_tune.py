@@ -92,7 +92,7 @@ def build_tune_tab(engine, handle: gr.State) -> TuneTab:  # noqa: ANN001 - Engin
     spec, tcfg = prof.video, prof.tune
     with gr.Row():
         with gr.Column(scale=1):
-            video = gr.Video(label="Source video", sources=["upload"])
+            video = gr.Video(label="Source video", sources=["upload"], height=320, elem_id="tune-video")
             prompt = gr.Textbox(label="Source prompt", placeholder="a man is skiing", info=HELP["prompt"])
             with gr.Row():
                 start_time = gr.Number(label="Start (s)", value=spec.start_time, minimum=0, info=HELP["start_time"])
@@ -121,7 +121,7 @@ def build_tune_tab(engine, handle: gr.State) -> TuneTab:  # noqa: ANN001 - Engin
         with gr.Column(scale=1):
             status = gr.Markdown("Upload a clip (or pick an example), describe it, then press **Tune**.",
                                  elem_id="tune-status")  # fmt: skip
-            preview = gr.Video(label="Preview: the tuned model, source prompt, from noise", interactive=False)
+            preview = gr.Video(label="Preview: the tuned model, source prompt, from noise", interactive=False, height=320)
             losses = gr.LinePlot(x="step", y="loss", label="Training loss", height=220)
             download = gr.File(label="Tuned weights (upload them later in the Edit tab)", interactive=False)
 
@@ -181,7 +181,7 @@ def build_tune_tab(engine, handle: gr.State) -> TuneTab:  # noqa: ANN001 - Engin
         running = engine.cancel(session_id(request))
         return "Cancelling at the end of the current step…" if running else "Nothing is running."
 
-    cancel_button.click(cancel, inputs=None, outputs=status, api_name="cancel", queue=False)
+    cancel_button.click(cancel, inputs=None, outputs=status, api_name="cancel", queue=False, cancels=[tune_event])
 
     def estimate(num_frames, width, height, stride, start_time, resize, steps, learning_rate, seed, gradient_checkpointing) -> str:  # noqa: ANN001
         """Time and memory estimate for these settings on this device."""
@@ -197,6 +197,8 @@ def build_tune_tab(engine, handle: gr.State) -> TuneTab:  # noqa: ANN001 - Engin
         queue=False,
         show_progress="hidden",
     )
+    # after a run the engine has calibrated its cost model on this machine: show the sharper estimate
+    tune_event.success(estimate, knobs, estimate_md, queue=False, api_visibility="private", show_progress="hidden")
     return TuneTab(
         video, prompt, start_time, stride, num_frames, width, height, steps, learning_rate, seed, resize,
         preview_steps, gradient_checkpointing, tune_button, cancel_button, preview, download, losses, status,
