@@ -33,7 +33,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -466,7 +466,23 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def run(settings: Settings, log: Any = sys.stderr) -> dict[str, Any]:
+def model_fingerprint(model: str) -> str | None:
+    """First 16 hex digits of the SHA-256 of the model's UNet weights (which model version was scored)."""
+    import hashlib
+
+    for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"):
+        path = Path(model) / "unet" / name
+        if path.is_file():
+            return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return None
+
+
+def run(
+    settings: Settings,
+    log: Any = sys.stderr,
+    on_case: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run every selected case and variant; ``on_case`` gets the partial result after each case."""
     import torch
 
     started = time.perf_counter()
@@ -476,7 +492,27 @@ def run(settings: Settings, log: Any = sys.stderr) -> dict[str, Any]:
     cases = [make_case(i, settings.frames, size, settings.seed) for i in indices]
     base_state = {k: v.detach().clone() for k, v in pipe.unet.state_dict().items()}
     rows: dict[str, list[dict[str, Any]]] = {v: [] for v in settings.variants}
-    vae_psnr = []
+    vae_psnr: list[float] = []
+    done: list[Case] = []
+
+    def result(complete: bool) -> dict[str, Any]:
+        return {
+            "benchmark": "tuneavideo quality (toy world)",
+            "complete": complete,
+            "settings": {**asdict(settings), "size": size},
+            "model_fingerprint": model_fingerprint(settings.model),
+            "environment": {
+                "device": torch.cuda.get_device_name() if settings.device.startswith("cuda") else "cpu",
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+            },
+            "vae_psnr": _mean(vae_psnr),
+            "summary": {name: summarise(r) for name, r in rows.items()},
+            "cases": [c.describe() for c in done],
+            "results": rows,
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+
     for case in cases:
         frames = render_video(case.spec)[0]
         vae_psnr.append(psnr(pipe.decode_latents(pipe.encode_video(frames))[0].permute(1, 2, 3, 0).numpy(), frames))
@@ -485,27 +521,47 @@ def run(settings: Settings, log: Any = sys.stderr) -> dict[str, Any]:
             row["edit_kind"] = case.edit_kind
             rows[name].append(row)
             pipe.unet.load_state_dict(base_state)  # back to the base for the next run
-            print(
-                f"[{time.perf_counter() - started:7.1f}s] case {case.index:2d} {name:13s} "
-                f"loss {row['loss_before']:.4f}->{row['loss_after']:.4f} psnr {row['recon_psnr']:5.2f} "
-                f"edit {row['edit_acc']:.2f} motion {row['motion_err']:5.1f}px flicker {row['edit_flicker']:.2f} "
-                f"t2v {row['t2v_direction']}/{case.motion} ({row['seconds']:.0f}s)",
-                file=log,
-                flush=True,
-            )
+            if log is not None:
+                print(
+                    f"[{time.perf_counter() - started:7.1f}s] case {case.index:2d} {name:13s} "
+                    f"loss {row['loss_before']:.4f}->{row['loss_after']:.4f} psnr {row['recon_psnr']:5.2f} "
+                    f"edit {row['edit_acc']:.2f} motion {row['motion_err']:5.1f}px flicker {row['edit_flicker']:.2f} "
+                    f"t2v {row['t2v_direction']}/{case.motion} ({row['seconds']:.0f}s)",
+                    file=log,
+                    flush=True,
+                )
+        done.append(case)
+        if on_case is not None:
+            on_case(result(complete=False))
+    return result(complete=True)
+
+
+def merge(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Combine the results of shards (``--shard I/N``) of one run into one result (cases in index order)."""
+    if not results:
+        raise ValueError("nothing to merge")
+    first = results[0]
+    keys = ("tune_steps", "learning_rate", "steps", "guidance", "frames", "seed", "model")
+    for r in results[1:]:
+        for k in keys:
+            if r["settings"].get(k) != first["settings"].get(k):
+                raise ValueError(f"shards differ in {k}: {r['settings'].get(k)!r} vs {first['settings'].get(k)!r}")
+    variants = list(first["results"])
+    rows = {v: sorted((row for r in results for row in r["results"].get(v, [])), key=lambda row: row["case"]) for v in variants}
+    cases = sorted((c for r in results for c in r["cases"]), key=lambda c: c["index"])
+    n = [len(r["cases"]) for r in results]
+    vae = [r["vae_psnr"] for r in results if r.get("vae_psnr") is not None]
+    weights = [k for r, k in zip(results, n) if r.get("vae_psnr") is not None]
     return {
-        "benchmark": "tuneavideo quality (toy world)",
-        "settings": {**asdict(settings), "size": size},
-        "environment": {
-            "device": torch.cuda.get_device_name() if settings.device.startswith("cuda") else "cpu",
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        },
-        "vae_psnr": _mean(vae_psnr),
-        "summary": {name: summarise(r) for name, r in rows.items()},
-        "cases": [c.describe() for c in cases],
+        **first,
+        "complete": all(r.get("complete") for r in results),
+        "settings": {**first["settings"], "case_indices": [c["index"] for c in cases], "cases": len(cases)},
+        "vae_psnr": float(np.average(vae, weights=weights)) if vae and sum(weights) else None,
+        "summary": {v: summarise(rows[v]) for v in variants},
+        "cases": cases,
         "results": rows,
-        "seconds": round(time.perf_counter() - started, 1),
+        "seconds": max(r["seconds"] for r in results),
+        "shards": len(results),
     }
 
 
@@ -547,19 +603,23 @@ def markdown_table(result: dict[str, Any]) -> str:
 def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, argparse.Namespace]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=DEFAULT_MODEL, help="SD-1.x pipeline folder (default: the embedded toy-world model)")
-    ap.add_argument("--cases", type=int, default=20)
-    ap.add_argument("--frames", type=int, default=8)
+    ap.add_argument("--cases", type=int, default=Settings.cases)
+    ap.add_argument("--frames", type=int, default=Settings.frames)
     ap.add_argument("--tune-steps", type=int, default=Settings.tune_steps)
     ap.add_argument("--lr", type=float, default=Settings.learning_rate, help="tuning learning rate")
     ap.add_argument("--steps", type=int, default=Settings.steps, help="DDIM steps for inversion and sampling")
     ap.add_argument("--guidance", type=float, default=Settings.guidance)
     ap.add_argument("--seed", type=int, default=0, help="seed of the case set")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default on CPU: 1, robust on a busy machine)")
     ap.add_argument("--subset", choices=["ci"], default=None, help="ci: cases 0 and 1 (a colour and a shape edit)")
+    ap.add_argument("--shard", default=None, help="I/N: run only the cases whose index is I modulo N (merge with --merge)")
     ap.add_argument("--ablations", action=argparse.BooleanOptionalAction, default=True, help="also run the ablation variants")
     ap.add_argument("--variants", default=None, help=f"comma-separated variants to run (of {', '.join(VARIANTS)})")
-    ap.add_argument("--out", default=None, help="write the JSON result here")
+    ap.add_argument("--out", default=None, help="write the JSON result here (also after every case)")
     ap.add_argument("--markdown", default=None, help="write the markdown table here")
+    ap.add_argument("--save", default=None, help="write a PNG per case and variant here (source / recon / edit / t2v rows)")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON", help="merge the results of shards, print them, exit")
     args = ap.parse_args(argv)
     if args.variants:
         variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
@@ -568,40 +628,62 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, argparse.Na
             ap.error(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
     else:
         variants = ("full",) + (ABLATIONS if args.ablations else ())
+    indices = (0, 1) if args.subset == "ci" else tuple(range(args.cases))
+    if args.shard:
+        try:
+            i, n = (int(x) for x in args.shard.split("/"))
+            assert 0 <= i < n
+        except (ValueError, AssertionError):
+            ap.error(f"--shard must be I/N with 0 <= I < N, got {args.shard!r}")
+        indices = tuple(k for k in indices if k % n == i)
     device = args.device
-    if device is None:
+    if device is None and not args.merge:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return Settings(
+    settings = Settings(
         model=args.model,
-        cases=args.cases,
+        cases=len(indices),
         frames=args.frames,
         tune_steps=args.tune_steps,
         learning_rate=args.lr,
         steps=args.steps,
         guidance=args.guidance,
-        device=device,
+        device=device or "cpu",
         seed=args.seed,
         variants=variants,
-        case_indices=(0, 1) if args.subset == "ci" else None,
-    ), args
+        case_indices=indices,
+        save_dir=args.save,
+    )
+    return settings, args
+
+
+def _write(path: str | None, text: str) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     settings, args = parse_args(argv)
-    if not (Path(settings.model) / "model_index.json").is_file():
-        raise SystemExit(f"no model at {settings.model} (expected a diffusers folder with model_index.json)")
-    result = run(settings)
+    if args.merge:
+        result = merge([json.loads(Path(p).read_text()) for p in args.merge])
+    else:
+        if not (Path(settings.model) / "model_index.json").is_file():
+            raise SystemExit(f"no model at {settings.model} (expected a diffusers folder with model_index.json)")
+        import torch
+
+        threads = args.threads or (1 if settings.device == "cpu" else None)
+        if threads:
+            torch.set_num_threads(threads)
+        result = run(settings, on_case=lambda partial: _write(args.out, json.dumps(partial, indent=2)))
     text = json.dumps(result, indent=2)
     print(text)
     table = markdown_table(result)
     print()
     print(table)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    if args.markdown:
-        Path(args.markdown).write_text(table + "\n")
+    _write(args.out, text)
+    _write(args.markdown, table)
     return result
 
 

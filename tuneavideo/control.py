@@ -671,3 +671,41 @@ def build_video_control(
     if unet is not None:
         control.check_compatible(unet)
     return control
+
+
+# --------------------------------------------------------------------------------------------
+# the embedded toy-world model's own control models
+# --------------------------------------------------------------------------------------------
+TOY_WORLD_CONTROL_FOLDERS: dict[str, dict[str, str]] = {
+    "controlnet": {"canny": "toy-world-controlnet-canny"},
+    "t2i_adapter": {"depth": "toy-world-t2i-adapter-depth"},
+}
+
+
+def toy_world_control_defaults(model_path: str | Path | None) -> dict[str, dict[str, str]] | None:
+    """The control models trained for the embedded toy-world base, when ``model_path`` is that base.
+
+    ``model_path`` is the base model's folder (or hub id). When it is ``models/toy-world`` of this checkout
+    (or any local folder named ``toy-world`` holding a ``model_index.json``), returns
+    ``{"controlnet": {"canny": <folder>}, "t2i_adapter": {"depth": <folder>}}`` with the absolute paths of the
+    sibling folders ``toy-world-controlnet-canny`` / ``toy-world-t2i-adapter-depth`` that exist beside it
+    (each a diffusers folder with a ``config.json``). Returns ``None`` for any other base, or when no such
+    folder exists; SD-1.x bases keep :data:`DEFAULT_CONTROL_MODELS`.
+    """
+    if model_path is None or not str(model_path):
+        return None
+    try:
+        path = Path(model_path).expanduser().resolve()
+    except (OSError, RuntimeError, TypeError, ValueError):
+        return None
+    embedded = Path(__file__).resolve().parent.parent / "models" / "toy-world"
+    is_toy = path == embedded.resolve() or (path.name == "toy-world" and (path / "model_index.json").is_file())
+    if not is_toy or not path.is_dir():
+        return None
+    out: dict[str, dict[str, str]] = {}
+    for kind, by_hint in TOY_WORLD_CONTROL_FOLDERS.items():
+        for hint, name in by_hint.items():
+            folder = path.parent / name
+            if (folder / "config.json").is_file():
+                out.setdefault(kind, {})[hint] = str(folder)
+    return out or None

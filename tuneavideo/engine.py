@@ -114,9 +114,10 @@ def _profile(kind: str, device: str, native: int) -> Profile:
 #   UNet (64, 96, 128 channels, 2 layers): 4f x 16x16 -> 0.10 / 0.32 s, 8f x 16x16 -> 0.19 / 0.54 s,
 #   8f x 32x32 -> 0.88 / 2.7 s).
 # * cpu/sd: offline-stack.md §6 (full-size SD UNet: 5.5 s per 64x64 forward; 13.3 s per 4-frame 32x32 step).
-# * cuda/sd: documented, not measured here: SD 1.x fp16 on an A100 per hysts' Tune-A-Video Space (8 frames at
-#   512 px: 300 tuning steps in ~4 min with gradient checkpointing, 50 CFG steps in ~10 s); an H100 is about
-#   1.5-2x faster, a T4 about 5x slower. cuda/tiny and cuda/toy-world are launch-bound guesses.
+# * cuda/sd: measured with benchmarks/speed.py on one H100 80GB (SD-1.5-sized UNet, fp16 autocast, SDPA, torch
+#   2.11): 24f x 64x64 tuning step 0.54 s with gradient checkpointing (peak 9.1 GiB), 8f 0.17 s without (12.8 GiB);
+#   50 inversion steps on 24f 10.7 s, 50 CFG edit steps 12.8 s (peak 7.7 GiB). Other GPUs: an A100 is ~1.5-2x
+#   slower, a T4 ~8x. cuda/tiny and cuda/toy-world are launch-bound guesses.
 # The engine multiplies these by the ratio of measured to predicted time of its own runs (``_correction``).
 COSTS: dict[tuple[str, str], dict[str, Any]] = {
     ("cpu", "tiny"): {"train": (0.0, 2.0e-4), "forward": (0.0, 6.5e-5), "act_train": 6.0e4, "act_forward": 1.0e4},
@@ -124,7 +125,7 @@ COSTS: dict[tuple[str, str], dict[str, Any]] = {
     ("cpu", "sd"): {"train": (0.0, 3.2e-3), "forward": (0.0, 1.3e-3), "act_train": 4.0e5, "act_forward": 6.0e4},
     ("cuda", "tiny"): {"train": (0.02, 2.0e-7), "forward": (0.008, 5.0e-8), "act_train": 6.0e4, "act_forward": 1.0e4},
     ("cuda", "toy-world"): {"train": (0.03, 1.0e-6), "forward": (0.01, 2.0e-7), "act_train": 2.0e5, "act_forward": 2.0e4},
-    ("cuda", "sd"): {"train": (0.0, 2.4e-5), "forward": (0.0, 3.0e-6), "act_train": 1.5e5, "act_forward": 4.0e4},
+    ("cuda", "sd"): {"train": (0.0, 5.5e-6), "forward": (0.02, 1.6e-6), "act_train": 6.5e4, "act_forward": 2.8e4},
 }  # fmt: skip
 
 
