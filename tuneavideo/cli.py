@@ -37,7 +37,11 @@ logger = logging.getLogger("tuneavideo")
 # ---------------------------------------------------------------------- argument groups
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", help=f"base SD-1.x: folder, hub id or single file (default: preset's, else {DEFAULT_BASE_MODEL})")
+    g.add_argument(
+        "--model",
+        help=f"base SD-1.x: folder, hub id or single file (default: the preset's; else {DEFAULT_BASE_MODEL} on a GPU "
+        "with hub access, otherwise the embedded models/toy-world)",
+    )
     g.add_argument("--device", default="auto", help="cuda, cpu, cuda:1 ... (default: cuda if available)")
     g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"], help="weights dtype (auto: fp16 on GPU)")
     g.add_argument("--xformers", action="store_true", help="use xformers attention (GPU, when installed)")
@@ -162,6 +166,16 @@ def _load(args: argparse.Namespace, base: str) -> Any:
     if args.xformers:
         pipe.unet.set_attention_backend("xformers")
     return pipe
+
+
+def _default_model(args: argparse.Namespace) -> str:
+    """The model when --model is not given: SD 1.5 on a GPU with the hub (or a cached copy), else the
+    embedded toy-world model, as the app chooses."""
+    from .settings import resolve_default_model
+
+    model, _, _, reason = resolve_default_model(args.device)
+    print(f"[tuneavideo] {reason}", file=sys.stderr)
+    return model
 
 
 def _safe_name(text: str, limit: int = 60) -> str:
@@ -289,7 +303,7 @@ def cmd_tune(args: argparse.Namespace) -> list[Path]:
     frames, info = read_video(video_path, spec)
     out = Path(args.output or Path("outputs") / f"{_safe_name(Path(video_path).stem)}-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
-    base = args.model or preset.base_model
+    base = args.model or (preset.base_model if args.preset else _default_model(args))
     pipe = _load(args, base)
     delta = tune(
         pipe,
@@ -394,7 +408,7 @@ def cmd_generate(args: argparse.Namespace) -> list[Path]:
     if args.tuned:
         pipe, _, record, folder = _load_tuned(args)
     else:
-        pipe, record, folder = _load(args, args.model or DEFAULT_BASE_MODEL), {}, Path("outputs")
+        pipe, record, folder = _load(args, args.model or _default_model(args)), {}, Path("outputs")
     cfg = _sample_config(args, record)
     num_frames = args.num_frames or record.get("num_frames") or 8
     height = args.height or record.get("height") or 512
@@ -429,7 +443,7 @@ def cmd_control(args: argparse.Namespace) -> list[Path]:
     else:
         if not args.video and not args.hint_video:
             raise TuneAVideoError("pass --tuned RUN, or --video / --hint-video with --model")
-        pipe, record, folder = _load(args, args.model or DEFAULT_BASE_MODEL), {}, Path("outputs")
+        pipe, record, folder = _load(args, args.model or _default_model(args)), {}, Path("outputs")
         frames = None
     spec = replace(
         VideoSpec(**record["video_spec"]) if record.get("video_spec") else VideoSpec(num_frames=8),

@@ -176,6 +176,9 @@ def load_preset(name_or_path: str | Path, preset_dir: str | Path = PRESET_DIR) -
     preset = build_config(Preset, data, where=path.name)
     if preset.video_path and not Path(preset.video_path).is_absolute():
         preset = dataclasses.replace(preset, video_path=str((path.parent / preset.video_path).resolve()))
+    local_base = path.parent / preset.base_model
+    if preset.base_model.startswith(".") and local_base.exists():  # e.g. ../models/toy-world
+        preset = dataclasses.replace(preset, base_model=str(local_base.resolve()))
     return preset
 
 
