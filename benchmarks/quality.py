@@ -327,7 +327,7 @@ class Settings:
     frames: int = 8
     tune_steps: int = 100
     learning_rate: float = 1e-4
-    steps: int = 20
+    steps: int = 25
     guidance: float = 7.5
     device: str = "cpu"
     seed: int = 0

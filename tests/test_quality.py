@@ -5,6 +5,7 @@ whose thresholds catch an engine regression that breaks learning, inversion or e
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -197,18 +198,50 @@ def test_ablation_context_managers_switch_and_restore() -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def test_smoke_every_variant_on_the_tiny_model(tiny_sd: str) -> None:
-    """Every code path of the benchmark on the tiny random model (numbers meaningless)."""
-    settings = q.Settings(model=tiny_sd, tune_steps=4, steps=2, device="cpu", variants=tuple(q.VARIANTS), case_indices=(0, 2))
-    result = q.run(settings, log=None)
+@pytest.fixture()
+def one_thread():
+    """Benchmark runs use one torch thread, as the benchmark does on CPU (2 threads on a busy 2-core box are far slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_smoke_every_variant_on_the_tiny_model(tiny_sd: str, one_thread: None, tmp_path: Path) -> None:
+    """Every code path of the benchmark on the tiny random model (numbers meaningless), and shard merging."""
+    settings = q.Settings(
+        model=tiny_sd, tune_steps=4, steps=2, device="cpu", variants=tuple(q.VARIANTS), case_indices=(0, 2),
+        save_dir=str(tmp_path / "png"),
+    )  # fmt: skip
+    partial = []
+    result = q.run(settings, log=None, on_case=partial.append)
+    assert result["complete"] and [p["complete"] for p in partial] == [False, False]
+    assert len(partial[0]["cases"]) == 1 and len(partial[1]["cases"]) == 2
     assert set(result["summary"]) == set(q.VARIANTS)
     for name, rows in result["results"].items():
-        assert len(rows) == 2
+        assert [row["case"] for row in rows] == [0, 2]
         for row in rows:
             assert row["tune_steps"] == (0 if name == "no-tuning" else 1 if name == "quarter-steps" else 4)
             assert 0.0 <= row["edit_acc"] <= 1.0 and row["recon_psnr"] > 0 and row["motion_err"] >= 0
+            if name == "no-tuning":
+                assert row["loss_after"] == row["loss_before"]
+    assert len(list((tmp_path / "png").glob("*.png"))) == 2 * len(q.VARIANTS)
     table = q.markdown_table(result)
     assert table.count("\n|") == len(q.VARIANTS) + 1 and "Tune-A-Video (full)" in table
+
+    # shards of the same run merge back into the whole
+    def shard(index: int) -> dict:
+        part = json.loads(json.dumps(partial[0]))
+        part["cases"] = [c for c in result["cases"] if c["index"] == index]
+        part["results"] = {v: [r for r in rows if r["case"] == index] for v, rows in result["results"].items()}
+        part["complete"] = True
+        return part
+
+    merged = q.merge([shard(2), shard(0)])
+    assert [c["index"] for c in merged["cases"]] == [0, 2]
+    for name in q.VARIANTS:
+        for key, value in result["summary"][name].items():
+            assert merged["summary"][name][key] == pytest.approx(value), (name, key)
 
 
 @pytest.mark.skipif(

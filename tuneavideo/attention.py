@@ -34,6 +34,15 @@ def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x.view(n, l, heads, inner // heads).transpose(1, 2)
 
 
+def _output(attn: Attention, out: torch.Tensor, residual: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Merge heads ``(n, heads, l, d) -> (n, l, heads*d)``, then the output projection, as diffusers does."""
+    out = out.transpose(1, 2).flatten(2).to(dtype)
+    out = attn.to_out[1](attn.to_out[0](out))
+    if attn.residual_connection:
+        out = out + residual
+    return out / attn.rescale_output_factor
+
+
 def _xformers_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     # q, k, v: (n, heads, l, d); xformers wants (n, l, heads, d)
     import xformers.ops  # noqa: PLC0415 - optional GPU dependency
@@ -106,11 +115,7 @@ class SparseCausalAttnProcessor:
         if attn.norm_k is not None:
             k = attn.norm_k(k)
         out = attention_core(q, k, v, self.backend)  # (b f, heads, n, d)
-        out = out.transpose(1, 2).reshape(bf, n, -1).to(query.dtype)
-        out = attn.to_out[1](attn.to_out[0](out))
-        if attn.residual_connection:
-            out = out + residual
-        return out / attn.rescale_output_factor
+        return _output(attn, out, residual, query.dtype)
 
 
 class XFormersAttnProcessor:
@@ -132,12 +137,7 @@ class XFormersAttnProcessor:
             context = attn.norm_encoder_hidden_states(context)
         query = attn.to_q(hidden_states)
         q, k, v = (_split_heads(t, attn.heads) for t in (query, attn.to_k(context), attn.to_v(context)))
-        out = _xformers_attention(q, k, v)
-        out = out.transpose(1, 2).reshape(hidden_states.shape[0], -1, q.shape[1] * q.shape[3]).to(query.dtype)
-        out = attn.to_out[1](attn.to_out[0](out))
-        if attn.residual_connection:
-            out = out + hidden_states
-        return out / attn.rescale_output_factor
+        return _output(attn, _xformers_attention(q, k, v), hidden_states, query.dtype)
 
 
 def make_temporal_layers(block: nn.Module) -> tuple[nn.LayerNorm, Attention]:

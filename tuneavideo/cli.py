@@ -19,10 +19,8 @@ from typing import Any
 
 from .config import (
     DEFAULT_BASE_MODEL,
-    InvertConfig,
     Preset,
     SampleConfig,
-    TuneConfig,
     VideoSpec,
     config_to_dict,
     list_presets,
@@ -349,6 +347,38 @@ def _sample_config(args: argparse.Namespace, record: dict) -> SampleConfig:
     )
 
 
+def _sample(
+    pipe: Any,
+    prompt: str,
+    cfg: SampleConfig,
+    args: argparse.Namespace,
+    stage: str,
+    num_frames: int,
+    height: int,
+    width: int,
+    latents: Any = None,
+    unet_kwargs: Any = None,
+) -> Any:
+    """One video for ``prompt`` as uint8 frames ``(f, h, w, 3)``, with a progress bar."""
+    from .video import to_uint8
+
+    video = pipe(
+        prompt,
+        num_frames=num_frames,
+        height=height,
+        width=width,
+        num_inference_steps=cfg.num_inference_steps,
+        guidance_scale=cfg.guidance_scale,
+        negative_prompt=cfg.negative_prompt,
+        eta=cfg.eta,
+        generator=_generator(cfg.seed),
+        latents=latents,
+        unet_kwargs=unet_kwargs,
+        callback=None if args.quiet else _Bar(f"{stage}: {prompt[:30]}", cfg.num_inference_steps),
+    ).videos[0]
+    return to_uint8(video)
+
+
 def _generator(seed: int | None) -> Any:
     import torch
 
@@ -356,7 +386,7 @@ def _generator(seed: int | None) -> Any:
 
 
 def cmd_edit(args: argparse.Namespace) -> list[Path]:
-    from .video import make_grid, to_uint8, write_mp4
+    from .video import make_grid, write_mp4
 
     pipe, _, record, folder = _load_tuned(args)
     prompts = args.prompt or record.get("edit_prompts") or []
@@ -371,20 +401,7 @@ def cmd_edit(args: argparse.Namespace) -> list[Path]:
     source = _source_frames(record, folder) if args.side_by_side else None
     written: list[Path] = []
     for prompt in prompts:
-        video = pipe(
-            prompt,
-            num_frames=record["num_frames"],
-            height=record["height"],
-            width=record["width"],
-            num_inference_steps=cfg.num_inference_steps,
-            guidance_scale=cfg.guidance_scale,
-            negative_prompt=cfg.negative_prompt,
-            eta=cfg.eta,
-            generator=_generator(cfg.seed),
-            latents=latents,
-            callback=None if args.quiet else _Bar(f"edit: {prompt[:30]}", cfg.num_inference_steps),
-        ).videos[0]
-        frames = to_uint8(video)
+        frames = _sample(pipe, prompt, cfg, args, "edit", record["num_frames"], record["height"], record["width"], latents)
         path = _output_path(args.output, folder, prompt, len(prompts))
         written += _write_outputs(frames, path, fps, args, audio)
         if source is not None:
@@ -403,8 +420,6 @@ def _output_path(output: str | None, folder: Path, prompt: str, n: int) -> Path:
 
 
 def cmd_generate(args: argparse.Namespace) -> list[Path]:
-    from .video import to_uint8
-
     if args.tuned:
         pipe, _, record, folder = _load_tuned(args)
     else:
@@ -415,27 +430,16 @@ def cmd_generate(args: argparse.Namespace) -> list[Path]:
     width = args.width or record.get("width") or 512
     written: list[Path] = []
     for prompt in args.prompt:
-        video = pipe(
-            prompt,
-            num_frames=num_frames,
-            height=height,
-            width=width,
-            num_inference_steps=cfg.num_inference_steps,
-            guidance_scale=cfg.guidance_scale,
-            negative_prompt=cfg.negative_prompt,
-            eta=cfg.eta,
-            generator=_generator(cfg.seed),
-            callback=None if args.quiet else _Bar(f"generate: {prompt[:30]}", cfg.num_inference_steps),
-        ).videos[0]
+        video = _sample(pipe, prompt, cfg, args, "generate", num_frames, height, width)
         path = _output_path(args.output, folder / "generated" if args.tuned else folder, prompt, len(args.prompt))
-        written += _write_outputs(to_uint8(video), path, _fps(args, record), args)
+        written += _write_outputs(video, path, _fps(args, record), args)
     return written
 
 
 def cmd_control(args: argparse.Namespace) -> list[Path]:
     from .control import ControlSpec, build_video_control
     from .hints import HintConfig, extract_hints, load_hint_video
-    from .video import make_grid, read_video, to_uint8, write_mp4
+    from .video import make_grid, read_video, write_mp4
 
     if args.tuned:
         pipe, _, record, folder = _load_tuned(args)
@@ -477,15 +481,9 @@ def cmd_control(args: argparse.Namespace) -> list[Path]:
     out_dir = folder / "control" if args.output is None else Path(args.output)
     written = [write_mp4(hints, (out_dir if out_dir.suffix != ".mp4" else out_dir.parent) / f"hint-{args.hint}.mp4", fps)]
     for prompt in args.prompt:
-        video = pipe(
-            prompt, num_frames=spec.num_frames, height=spec.height, width=spec.width,
-            num_inference_steps=cfg.num_inference_steps, guidance_scale=cfg.guidance_scale,
-            negative_prompt=cfg.negative_prompt, eta=cfg.eta, generator=_generator(cfg.seed), latents=latents,
-            unet_kwargs=control.unet_kwargs,
-            callback=None if args.quiet else _Bar(f"control: {prompt[:30]}", cfg.num_inference_steps),
-        ).videos[0]  # fmt: skip
+        result = _sample(pipe, prompt, cfg, args, "control", spec.num_frames, spec.height, spec.width, latents,
+                         unet_kwargs=control.unet_kwargs)  # fmt: skip
         control.reset()
-        result = to_uint8(video)
         path = _output_path(args.output, folder / "control", prompt, len(args.prompt))
         written += _write_outputs(result, path, fps, args)
         written.append(write_mp4(make_grid([hints, result], ncols=2), path.with_name(path.stem + "-with-hint.mp4"), fps))

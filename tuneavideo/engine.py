@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from .cache import ArtifactCache
-from .config import InvertConfig, SampleConfig, TuneConfig, VideoSpec, config_hash, config_to_dict
+from .config import InvertConfig, SampleConfig, TuneConfig, VideoSpec, config_hash
 from .errors import Cancelled, InputError, ModelLoadError, TuneAVideoError, VideoError
 from .progress import ProgressCallback, ProgressEvent
 from .settings import Settings, detect_model_kind, torch_dtype

@@ -388,7 +388,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kind", choices=KINDS, required=True)
     p.add_argument("--base", type=Path, default=DEFAULT_BASE, help="the toy-world pipeline folder (frozen)")
     p.add_argument("--out", type=Path, default=None, help="folder to write (default: models/toy-world-<kind>-<hint>)")
-    p.add_argument("--smoke", action="store_true", help="a few steps on a few images, CPU (CI); < 60 s")
+    p.add_argument(
+        "--smoke", action="store_true", help="3 steps on 32 images, CPU unless --device says otherwise (CI); < 60 s"
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto", help="auto: bf16 autocast on CUDA")
     p.add_argument("--seed", type=int, default=0)
@@ -418,9 +420,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "num_images": 32, "steps": 3, "batch": 8, "warmup": 2, "eval_n": 2, "eval_steps": 2, "gain_n": 8,
             "log_every": 1,
         }  # fmt: skip
-        for name, value in smoke.items():
-            if p.get_default(name) == getattr(args, name):
-                setattr(args, name, value)
+        for name, value in smoke.items():  # forced: a smoke run stays small whatever else the command says
+            setattr(args, name, value)
+        args.time = None
         if args.device == "auto":
             args.device = "cpu"
         if args.workers is None:

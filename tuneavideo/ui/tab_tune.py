@@ -8,7 +8,7 @@ from typing import Any
 
 import gradio as gr
 
-from ..config import TuneConfig, VideoSpec
+from ..config import VideoSpec
 from ..errors import Cancelled
 from .widgets import HEAVY, MAX_SEED, ProgressAdapter, cancelled_text, engine_errors, resolve_seed, session_id
 
