@@ -140,3 +140,15 @@ def test_control_with_a_tiny_controlnet(tuned: Path, tmp_path: Path):
     assert probe_video(out).frame_count == 4
     assert probe_video(tmp_path / "hint-canny.mp4").frame_count == 4
     assert probe_video(tmp_path / "ctrl-with-hint.mp4").source_size == (64, 32)
+
+
+def test_clip_metrics_beside_outputs(tuned: Path, tmp_path: Path):
+    from tuneavideo.testing import write_tiny_clip_model
+
+    clip = write_tiny_clip_model(tmp_path / "clip")
+    out = tmp_path / "m.mp4"
+    run_cli("generate", "--tuned", str(tuned), "--prompt", "a red circle", "--steps", "2", "--frames", "3",
+            "-o", str(out), "--clip-metrics", str(clip))  # fmt: skip
+    scores = json.loads(out.with_suffix(".metrics.json").read_text())
+    assert scores["prompt"] == "a red circle" and scores["num_frames"] == 3
+    assert -1.0 <= scores["frame_consistency"] <= 1.0 and -100 <= scores["text_alignment"] <= 100

@@ -16,53 +16,15 @@ transformers = pytest.importorskip("transformers")
 
 from tuneavideo.errors import InputError, ModelLoadError  # noqa: E402
 from tuneavideo.metrics import ClipScorer, pairwise_mean_cosine  # noqa: E402
-from tuneavideo.tokenizer import write_clip_tokenizer_files  # noqa: E402
 
 IMAGE_SIZE = 32
 
 
-def _image_processor_cls():
-    try:
-        from transformers import CLIPImageProcessorPil
-
-        return CLIPImageProcessorPil
-    except ImportError:  # pragma: no cover
-        from transformers import CLIPImageProcessor
-
-        return CLIPImageProcessor
-
-
 @pytest.fixture(scope="module")
 def tiny_clip_dir(tmp_path_factory):
-    from transformers import CLIPConfig, CLIPModel
+    from tuneavideo.testing import write_tiny_clip_model
 
-    folder = tmp_path_factory.mktemp("tiny-clip")
-    config = CLIPConfig(
-        text_config=dict(
-            vocab_size=49408,
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-        ),
-        vision_config=dict(
-            image_size=IMAGE_SIZE,
-            patch_size=8,
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-        ),
-        projection_dim=16,
-    )
-    torch.manual_seed(0)
-    CLIPModel(config).save_pretrained(folder)
-    write_clip_tokenizer_files(folder)
-    _image_processor_cls()(
-        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
-    ).save_pretrained(folder)
-    return folder
+    return write_tiny_clip_model(tmp_path_factory.mktemp("tiny-clip"), image_size=IMAGE_SIZE)
 
 
 @pytest.fixture(scope="module")

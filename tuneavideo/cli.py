@@ -66,6 +66,14 @@ def _add_sample_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fps", type=float, help="output fps (default: the source clip's)")
     g.add_argument("--gif", action="store_true", help="also write a GIF")
     g.add_argument("--grid", action="store_true", help="also write a PNG grid of the frames")
+    g.add_argument(
+        "--clip-metrics",
+        nargs="?",
+        const="openai/clip-vit-large-patch14",
+        metavar="CLIP_MODEL",
+        help="also write CLIP frame consistency and text alignment (LOVEU-TGVE) next to each video "
+        "(optional CLIP hub id or folder; default openai/clip-vit-large-patch14)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,7 +199,12 @@ def _fps(args: argparse.Namespace, record: dict) -> float:
 
 
 def _write_outputs(
-    frames: Any, path: Path, fps: float, args: argparse.Namespace, audio: tuple[str, float] | None = None
+    frames: Any,
+    path: Path,
+    fps: float,
+    args: argparse.Namespace,
+    audio: tuple[str, float] | None = None,
+    prompt: str | None = None,
 ) -> list[Path]:
     from .video import write_frame_grid, write_gif, write_mp4
 
@@ -200,7 +213,25 @@ def _write_outputs(
         out.append(write_gif(frames, path.with_suffix(".gif"), fps))
     if getattr(args, "grid", False):
         out.append(write_frame_grid(frames, path.with_suffix(".png")))
+    if getattr(args, "clip_metrics", None) and prompt is not None:
+        scores = _clip_scorer(args.clip_metrics).score(frames, prompt)
+        metrics_path = path.with_suffix(".metrics.json")
+        metrics_path.write_text(json.dumps({"prompt": prompt, "clip_model": args.clip_metrics, **scores}, indent=2))
+        print(f"{path.name}: CLIP frame consistency {scores['frame_consistency']:.4f}, "
+              f"text alignment {scores['text_alignment']:.2f}", file=sys.stderr)  # fmt: skip
+        out.append(metrics_path)
     return out
+
+
+_SCORERS: dict[str, Any] = {}
+
+
+def _clip_scorer(model: str) -> Any:
+    from .metrics import ClipScorer
+
+    if model not in _SCORERS:
+        _SCORERS[model] = ClipScorer(model)
+    return _SCORERS[model]
 
 
 def _read_record(folder: Path) -> dict:
@@ -403,7 +434,7 @@ def cmd_edit(args: argparse.Namespace) -> list[Path]:
     for prompt in prompts:
         frames = _sample(pipe, prompt, cfg, args, "edit", record["num_frames"], record["height"], record["width"], latents)
         path = _output_path(args.output, folder, prompt, len(prompts))
-        written += _write_outputs(frames, path, fps, args, audio)
+        written += _write_outputs(frames, path, fps, args, audio, prompt)
         if source is not None:
             written.append(write_mp4(make_grid([source, frames], ncols=2), path.with_name(path.stem + "-side-by-side.mp4"), fps))
     return written
@@ -432,7 +463,7 @@ def cmd_generate(args: argparse.Namespace) -> list[Path]:
     for prompt in args.prompt:
         video = _sample(pipe, prompt, cfg, args, "generate", num_frames, height, width)
         path = _output_path(args.output, folder / "generated" if args.tuned else folder, prompt, len(args.prompt))
-        written += _write_outputs(video, path, _fps(args, record), args)
+        written += _write_outputs(video, path, _fps(args, record), args, prompt=prompt)
     return written
 
 
@@ -485,7 +516,7 @@ def cmd_control(args: argparse.Namespace) -> list[Path]:
                          unet_kwargs=control.unet_kwargs)  # fmt: skip
         control.reset()
         path = _output_path(args.output, folder / "control", prompt, len(args.prompt))
-        written += _write_outputs(result, path, fps, args)
+        written += _write_outputs(result, path, fps, args, prompt=prompt)
         written.append(write_mp4(make_grid([hints, result], ncols=2), path.with_name(path.stem + "-with-hint.mp4"), fps))
     return written
 

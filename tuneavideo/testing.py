@@ -193,3 +193,30 @@ def write_tiny_t2i_adapter(folder: str | Path, seed: int = 0, in_channels: int =
     folder = Path(folder)
     tiny_t2i_adapter(seed, in_channels).save_pretrained(folder)
     return folder
+
+
+def write_tiny_clip_model(folder: str | Path, image_size: int = 32, seed: int = 0) -> Path:
+    """A tiny random ``CLIPModel`` folder (model, real CLIP tokenizer, image processor) for metric tests."""
+    from transformers import CLIPConfig, CLIPModel
+
+    try:
+        from transformers import CLIPImageProcessorPil as processor_cls
+    except ImportError:  # transformers builds without the PIL-only class
+        from transformers import CLIPImageProcessor as processor_cls
+
+    from .tokenizer import write_clip_tokenizer_files
+
+    folder = Path(folder)
+    layers = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4}
+    config = CLIPConfig(
+        text_config={"vocab_size": 49408, "max_position_embeddings": 77, **layers},
+        vision_config={"image_size": image_size, "patch_size": 8, **layers},
+        projection_dim=16,
+    )
+    torch.manual_seed(seed)
+    CLIPModel(config).save_pretrained(folder)
+    write_clip_tokenizer_files(folder)
+    processor_cls(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    ).save_pretrained(folder)
+    return folder
