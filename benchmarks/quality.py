@@ -45,10 +45,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as `python benchmarks/quality.py` from a source checkout
     sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from tuneavideo.toyworld.classify import Classification, classify_image, motion_direction  # noqa: E402
-from tuneavideo.toyworld.render import (  # noqa: E402
+from tuneavideo.toyworld.classify import Classification, classify_image, motion_direction
+from tuneavideo.toyworld.render import (
     BASIC_SHAPES,
     COLOR_NAMES,
     LINEAR_MOTIONS,
@@ -271,7 +271,9 @@ def make_case(index: int, num_frames: int = 8, size: int = 128, seed: int = 0) -
         edit = replace(spec, scene=replace(scene, background=background))
         value = edit.scene.background_name
     t2v = _with_object(
-        spec, color=_other(rng, COLOR_NAMES, (obj.color, scene.background)), shape=_other(rng, BASIC_SHAPES, (obj.shape,))
+        spec,
+        color=_other(rng, COLOR_NAMES, (obj.color, scene.background)),
+        shape=_other(rng, BASIC_SHAPES, (obj.shape,)),
     )
     return Case(index, spec, kind, value, edit, t2v)
 
@@ -358,7 +360,12 @@ def clip_loss(pipe: Any, latents: Any, embeds: Any, seed: int = 0, timesteps: Se
     t = torch.tensor(list(timesteps), dtype=torch.long, device=device)
     with torch.no_grad():
         loss = denoising_loss(
-            pipe.unet, scheduler, lat.to(device, dtype), embeds.to(device, dtype).expand(k, -1, -1), noise.to(device, dtype), t
+            pipe.unet,
+            scheduler,
+            lat.to(device, dtype),
+            embeds.to(device, dtype).expand(k, -1, -1),
+            noise.to(device, dtype),
+            t,
         )
     return float(loss)
 
@@ -383,7 +390,7 @@ def run_case(pipe: Any, case: Case, variant: Variant, settings: Settings) -> dic
         latents = pipe.encode_video(frames)
         embeds = pipe.encode_prompt(case.source_prompt)
         out["loss_before"] = clip_loss(pipe, latents, embeds, seed=case.seed)
-        steps = int(round(settings.tune_steps * variant.tune_fraction))
+        steps = round(settings.tune_steps * variant.tune_fraction)
         out["tune_steps"] = steps
         if steps > 0:
             config = TuneConfig(
@@ -457,7 +464,17 @@ def load(model: str, device: str) -> Any:
     return pipe.to(device)
 
 
-METRICS = ("loss_ratio", "recon_psnr", "edit_acc", "edit_all", "motion_err", "edit_flicker", "t2v_motion", "t2v_color", "seconds")
+METRICS = (
+    "loss_ratio",
+    "recon_psnr",
+    "edit_acc",
+    "edit_all",
+    "motion_err",
+    "edit_flicker",
+    "t2v_motion",
+    "t2v_color",
+    "seconds",
+)
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -557,7 +574,10 @@ def merge(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
             if r["settings"].get(k) != first["settings"].get(k):
                 raise ValueError(f"shards differ in {k}: {r['settings'].get(k)!r} vs {first['settings'].get(k)!r}")
     variants = list(first["results"])
-    rows = {v: sorted((row for r in results for row in r["results"].get(v, [])), key=lambda row: row["case"]) for v in variants}
+    rows = {
+        v: sorted((row for r in results for row in r["results"].get(v, [])), key=lambda row: row["case"])
+        for v in variants
+    }
     cases = sorted((c for r in results for c in r["cases"]), key=lambda c: c["index"])
     n = [len(r["cases"]) for r in results]
     vae = [r["vae_psnr"] for r in results if r.get("vae_psnr") is not None]
@@ -612,7 +632,9 @@ def markdown_table(result: dict[str, Any]) -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, argparse.Namespace]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=DEFAULT_MODEL, help="SD-1.x pipeline folder (default: the embedded toy-world model)")
+    ap.add_argument(
+        "--model", default=DEFAULT_MODEL, help="SD-1.x pipeline folder (default: the embedded toy-world model)"
+    )
     ap.add_argument("--cases", type=int, default=Settings.cases)
     ap.add_argument("--frames", type=int, default=Settings.frames)
     ap.add_argument("--tune-steps", type=int, default=Settings.tune_steps)
@@ -621,16 +643,28 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, argparse.Na
     ap.add_argument("--guidance", type=float, default=Settings.guidance)
     ap.add_argument("--seed", type=int, default=0, help="seed of the case set")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default on CPU: 1, robust on a busy machine)")
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default on CPU: 1, robust on a busy machine)"
+    )
     ap.add_argument("--subset", choices=["ci"], default=None, help=f"ci: cases {CI_CASES} (a shape and a colour edit)")
-    ap.add_argument("--shard", default=None, help="I/N: run only the cases whose index is I modulo N (merge with --merge)")
-    ap.add_argument("--ablations", action=argparse.BooleanOptionalAction, default=True, help="also run the ablation variants")
+    ap.add_argument(
+        "--shard", default=None, help="I/N: run only the cases whose index is I modulo N (merge with --merge)"
+    )
+    ap.add_argument(
+        "--ablations", action=argparse.BooleanOptionalAction, default=True, help="also run the ablation variants"
+    )
     ap.add_argument("--variants", default=None, help=f"comma-separated variants to run (of {', '.join(VARIANTS)})")
-    ap.add_argument("--t2v", action=argparse.BooleanOptionalAction, default=True, help="also score text-to-video from noise")
+    ap.add_argument(
+        "--t2v", action=argparse.BooleanOptionalAction, default=True, help="also score text-to-video from noise"
+    )
     ap.add_argument("--out", default=None, help="write the JSON result here (also after every case)")
     ap.add_argument("--markdown", default=None, help="write the markdown table here")
-    ap.add_argument("--save", default=None, help="write a PNG per case and variant here (source / recon / edit / t2v rows)")
-    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON", help="merge the results of shards, print them, exit")
+    ap.add_argument(
+        "--save", default=None, help="write a PNG per case and variant here (source / recon / edit / t2v rows)"
+    )
+    ap.add_argument(
+        "--merge", nargs="+", default=None, metavar="JSON", help="merge the results of shards, print them, exit"
+    )
     args = ap.parse_args(argv)
     if args.variants:
         variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())

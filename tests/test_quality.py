@@ -31,8 +31,8 @@ def _load_quality():
 
 q = _load_quality()
 
-from tuneavideo.toyworld.classify import motion_direction  # noqa: E402
-from tuneavideo.toyworld.render import (  # noqa: E402
+from tuneavideo.toyworld.classify import motion_direction
+from tuneavideo.toyworld.render import (
     MotionSpec,
     ObjectSpec,
     SceneSpec,
@@ -124,8 +124,10 @@ def test_cases_are_deterministic_and_edit_what_they_say() -> None:
 
 
 def test_cli_settings_and_table() -> None:
-    settings, args = q.parse_args(["--subset", "ci", "--no-ablations", "--device", "cpu", "--tune-steps", "7"])
-    assert settings.case_indices == (0, 1) and settings.variants == ("full",) and settings.tune_steps == 7
+    settings, _ = q.parse_args(["--subset", "ci", "--no-ablations", "--device", "cpu", "--tune-steps", "7"])
+    assert settings.case_indices == q.CI_CASES and settings.variants == ("full",) and settings.tune_steps == 7
+    settings, _ = q.parse_args(["--device", "cpu", "--cases", "5", "--shard", "1/2", "--no-t2v"])
+    assert settings.case_indices == (1, 3) and not settings.t2v
     settings, _ = q.parse_args(["--device", "cpu"])
     assert settings.variants[0] == "full" and set(settings.variants[1:]) == set(q.ABLATIONS)
     settings, _ = q.parse_args(["--device", "cpu", "--variants", "full,no-tuning"])
@@ -188,9 +190,8 @@ def test_ablation_context_managers_switch_and_restore() -> None:
         assert not torch.allclose(run(), base, atol=1e-5)
     assert len(unet._temporal_hooks) == n_hooks
     torch.testing.assert_close(run(), base)
-    with pytest.raises(ValueError):
-        with attention_mode(unet, "dense"):
-            pass
+    with pytest.raises(ValueError), attention_mode(unet, "dense"):
+        pass
 
 
 # --------------------------------------------------------------------------------------------------
@@ -244,29 +245,34 @@ def test_smoke_every_variant_on_the_tiny_model(tiny_sd: str, one_thread: None, t
             assert merged["summary"][name][key] == pytest.approx(value), (name, key)
 
 
+#: CPU-sized settings of the toy-world test and its floors. Measured on this model (benchmarks/README-quality.md):
+#: the two CI cases score PSNR 18.3 / 20.9 dB tuned (14.0 / 19.7 untuned), loss ratio 0.60 / 0.88, edit accuracy
+#: 1.0 / 1.0, motion error 7.1 / 12.7 px, background flicker 0.06 / 0.08, in about 2 minutes on 1 CPU thread.
+CI_TUNE_STEPS = 30
+CI_DDIM_STEPS = 20
+CI_MAX_LOSS_RATIO = 0.95  # per case: tuning must lower the fixed-noise denoising loss on the clip
+CI_MIN_PSNR = 17.5  # mean: between untuned (16.9) and tuned (19.6)
+CI_MIN_EDIT_ACC = 0.75
+CI_MAX_MOTION_ERR = 20.0  # px; a broken inversion scatters the object (~40 px)
+CI_MAX_FLICKER = 1.0
+
+
 @pytest.mark.skipif(
     not (TOY_MODEL / "model_index.json").is_file(),
     reason="models/toy-world is absent (train it: python -m tuneavideo.toyworld.train, see its docstring)",
 )
-def test_toy_world_quality_floor() -> None:
-    """Two cases (a colour and a shape edit) on the embedded model, CPU-sized. The floors sit well under
-    what the model scores (see benchmarks/README-quality.md), so only a real regression fails them."""
+def test_toy_world_quality_floor(one_thread: None) -> None:
+    """The CI subset (a shape and a colour edit) on the embedded model, CPU-sized: tuning must learn the
+    clip, inversion must give it back and the edit must happen where the source object moves."""
     settings = q.Settings(
         model=str(TOY_MODEL), tune_steps=CI_TUNE_STEPS, steps=CI_DDIM_STEPS, device="cpu",
-        variants=("full",), case_indices=(0, 1),
+        variants=("full",), case_indices=q.CI_CASES, t2v=False,
     )  # fmt: skip
     result = q.run(settings, log=None)
-    rows = result["results"]["full"]
     summary = result["summary"]["full"]
-    for row in rows:
-        assert row["loss_after"] < 0.9 * row["loss_before"], row  # tuning learns the clip
-    assert summary["recon_psnr"] > CI_MIN_PSNR, summary  # inversion + sampling give the clip back
-    assert summary["edit_acc"] >= CI_MIN_EDIT_ACC, summary  # the edit happens
-    assert summary["motion_err"] < CI_MAX_MOTION_ERR, summary  # and keeps the motion
-
-
-CI_TUNE_STEPS = 50
-CI_DDIM_STEPS = 10
-CI_MIN_PSNR = 20.0
-CI_MIN_EDIT_ACC = 0.6
-CI_MAX_MOTION_ERR = 8.0
+    for row in result["results"]["full"]:
+        assert row["loss_after"] < CI_MAX_LOSS_RATIO * row["loss_before"], row
+    assert summary["recon_psnr"] > CI_MIN_PSNR, summary
+    assert summary["edit_acc"] >= CI_MIN_EDIT_ACC, summary
+    assert summary["motion_err"] < CI_MAX_MOTION_ERR, summary
+    assert summary["edit_flicker"] < CI_MAX_FLICKER, summary

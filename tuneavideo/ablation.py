@@ -140,12 +140,10 @@ def temporal_attention_disabled(unet: torch.nn.Module, disabled: bool = True) ->
         raise ValueError("this UNet has no temporal-attention hooks (is it a TuneAVideoUNet?)")
     for handle in hooks:
         handle.remove()
-    unet._temporal_hooks = []  # noqa: SLF001
+    unet._temporal_hooks = []
     try:
         yield unet
     finally:
         for module in unet.modules():
             if isinstance(module, BasicTransformerBlock) and hasattr(module, "attn_temp"):
-                unet._temporal_hooks.append(  # noqa: SLF001
-                    module.register_forward_hook(TemporalAttentionHook(unet.frame_context))
-                )
+                unet._temporal_hooks.append(module.register_forward_hook(TemporalAttentionHook(unet.frame_context)))
