@@ -41,6 +41,15 @@ from tuneavideo.toyworld.render import (
 )
 
 
+@pytest.fixture()
+def one_thread():
+    """Benchmark runs use one torch thread, as the benchmark does on CPU (2 threads on a busy 2-core box are far slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _clip(motion: str = "right", texture: str = "plain", shape: str = "circle"):
     scene = SceneSpec((ObjectSpec(shape, "red", 0.3, 0.35, 0.45),), background="blue", texture=texture)
     return render_video(VideoSceneSpec(scene, MotionSpec(motion), num_frames=8, size=128))
@@ -141,7 +150,7 @@ def test_cli_settings_and_table() -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def test_full_frame_and_frame_attention_match_reference_attention() -> None:
+def test_full_frame_and_frame_attention_match_reference_attention(one_thread: None) -> None:
     from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
     from tuneavideo.ablation import FrameAttnProcessor, FullFrameAttnProcessor
@@ -164,7 +173,7 @@ def test_full_frame_and_frame_attention_match_reference_attention() -> None:
         torch.testing.assert_close(FrameAttnProcessor(ctx)(attn, same), sc, rtol=1e-5, atol=1e-5)
 
 
-def test_ablation_context_managers_switch_and_restore() -> None:
+def test_ablation_context_managers_switch_and_restore(one_thread: None) -> None:
     from tuneavideo.ablation import attention_mode, current_attention_mode, temporal_attention_disabled
     from tuneavideo.testing import tiny_unet
 
@@ -197,15 +206,6 @@ def test_ablation_context_managers_switch_and_restore() -> None:
 # --------------------------------------------------------------------------------------------------
 # runs
 # --------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture()
-def one_thread():
-    """Benchmark runs use one torch thread, as the benchmark does on CPU (2 threads on a busy 2-core box are far slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_smoke_every_variant_on_the_tiny_model(tiny_sd: str, one_thread: None, tmp_path: Path) -> None:
