@@ -27,6 +27,10 @@ Targets of the issue (at scale 1): mean IoU >= 0.7, centroid error <= 3 % of the
 
     python benchmarks/control_fidelity.py --out benchmarks/control_fidelity.json --markdown benchmarks/control_fidelity.md
     python benchmarks/control_fidelity.py --cases 2 --tune-steps 0   # quick look
+    # two processes, half the cases each (seconds add up: "seconds" is CPU-process time summed), then merge
+    python benchmarks/control_fidelity.py --case-indices 0,2,4,6,8,10 --out a.json &
+    python benchmarks/control_fidelity.py --case-indices 1,3,5,7,9,11 --out b.json; wait
+    python benchmarks/control_fidelity.py merge a.json b.json --out all.json --markdown all.md
 """
 
 from __future__ import annotations
@@ -346,7 +350,10 @@ def run_case(pipe: Any, models: dict[str, Any], case: Case, settings: Settings, 
                            mixed_precision="no", seed=case.seed),
             )  # fmt: skip
         tune_seconds = time.perf_counter() - t0
-        noise = torch.randn((1, 4, len(frames), size // 8, size // 8), generator=torch.Generator().manual_seed(case.seed))
+        vsf = pipe.vae_scale_factor
+        noise = torch.randn(
+            (1, 4, len(frames), size // vsf, size // vsf), generator=torch.Generator().manual_seed(case.seed)
+        )
         for init in inits:
             if init == "inversion":
                 latents = pipe.invert(pipe.encode_video(frames), num_inference_steps=settings.steps, prompt="")
@@ -465,7 +472,7 @@ def run(settings: Settings, log: Any = sys.stderr) -> dict[str, Any]:
         "summary": summary,
         "targets": {"thresholds": TARGETS, "met": targets(summary)},
         "cases": [c.describe() for c in cases],
-        "results": [{k: v for k, v in r.items() if k != "per_frame"} for r in rows],
+        "results": rows,
         "seconds": round(time.perf_counter() - started, 1),
     }
 
@@ -569,7 +576,52 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, argparse.Na
     ), args
 
 
+def merge(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One result from runs over disjoint cases with the same settings (e.g. two processes, half the cases each)."""
+    if not results:
+        raise ValueError("nothing to merge")
+    first = results[0]
+    keep = ("case_indices", "cases")
+    for other in results[1:]:
+        a = {k: v for k, v in first["settings"].items() if k not in keep}
+        b = {k: v for k, v in other["settings"].items() if k not in keep}
+        if a != b:
+            raise ValueError("the runs to merge used different settings")
+    cases = sorted((c for r in results for c in r["cases"]), key=lambda c: c["index"])
+    if len({c["index"] for c in cases}) != len(cases):
+        raise ValueError("the runs to merge share cases")
+    rows = sorted((row for r in results for row in r["results"]), key=lambda row: row["case"])
+    summary = summarise(rows, first["settings"]["size"])
+    indices = tuple(c["index"] for c in cases)
+    return {
+        **first,
+        "settings": {**first["settings"], "case_indices": indices, "cases": len(indices)},
+        "summary": summary,
+        "targets": {"thresholds": TARGETS, "met": targets(summary)},
+        "cases": cases,
+        "results": rows,
+        "seconds": round(sum(r["seconds"] for r in results), 1),
+        "merged_runs": len(results),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] == "merge":  # python benchmarks/control_fidelity.py merge a.json b.json --out x.json --markdown x.md
+        ap = argparse.ArgumentParser(prog="control_fidelity.py merge")
+        ap.add_argument("files", nargs="+")
+        ap.add_argument("--out", default=None)
+        ap.add_argument("--markdown", default=None)
+        margs = ap.parse_args(argv[1:])
+        result = merge([json.loads(Path(f).read_text()) for f in margs.files])
+        if margs.out:
+            Path(margs.out).write_text(json.dumps(result, indent=2) + "\n")
+        table = markdown_table(result)
+        if margs.markdown:
+            Path(margs.markdown).write_text(table + "\n")
+        print(table)
+        return result
     settings, args = parse_args(argv)
     if args.threads:
         import torch

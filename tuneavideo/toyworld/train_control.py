@@ -1,13 +1,15 @@
 """Train a control model for the embedded toy-world model: a Canny ControlNet or a depth T2I-Adapter.
 
 The base pipeline (``models/toy-world``: VAE, text encoder, UNet) stays frozen; only the control model
-learns, with the standard noise-prediction loss (epsilon, SD's scaled-linear betas, uniform timesteps, 10 %
-empty captions):
+learns, with the standard noise-prediction loss (epsilon MSE, SD's scaled-linear betas, 10 % empty captions;
+timesteps drawn as ``t = (1 - u^3) T`` by default, the T2I-Adapter paper's emphasis on the noisy steps where a
+hint fixes the layout; ``--timesteps uniform`` for the plain draw):
 
 * ``--kind controlnet``: a diffusers ``ControlNetModel`` made by ``ControlNetModel.from_unet(base UNet)``
-  (encoder copied, zero convolutions), conditioned on **Canny edges** of the rendered image, computed with
-  the app's own extractor ``tuneavideo.hints.canny_hint(frame, 100, 200)``; its residuals enter the frozen
-  UNet as ``down_block_additional_residuals`` / ``mid_block_additional_residual``.
+  (encoder copied, zero convolutions; hint embedding of channels ``--cond-channels`` with Kaiming init, see
+  :func:`build_control_model`), conditioned on **Canny edges** of the rendered image, computed with the app's
+  own extractor ``tuneavideo.hints.canny_hint(frame, 100, 200)``; its residuals enter the frozen UNet as
+  ``down_block_additional_residuals`` / ``mid_block_additional_residual``.
 * ``--kind t2i_adapter``: a diffusers ``T2IAdapter`` (``full_adapter``, channels = the UNet's
   ``block_out_channels``, x8 pixel unshuffle) conditioned on the renderer's depth-like silhouette map
   ``tuneavideo.toyworld.render.render_depth_hint``; its features enter as
@@ -15,17 +17,21 @@ empty captions):
 
 Training images are rendered exactly like the base model's (``tuneavideo.toyworld.data``: same scene
 distribution, captions and held-out combinations), encoded once with the frozen VAE (posterior mean and
-std; a fresh latent sample each step), their hints kept on the device as one-channel uint8. The result is
-saved as an fp16 safetensors diffusers folder plus ``training.json`` (arguments, steps, losses, a quick
-fidelity check).
+std; a fresh latent sample each step), their hints kept as one-channel uint8. The result is saved as an
+fp16 safetensors diffusers folder plus ``training.json`` (arguments, steps, losses, a quick fidelity check).
+Everything is seeded; ``--steps`` makes a run repeatable step for step (``--time`` budgets by wall clock).
 
 Examples::
 
     python -m tuneavideo.toyworld.train_control --kind controlnet --smoke --out /tmp/cn   # CPU, < 60 s
-    python -m tuneavideo.toyworld.train_control --kind controlnet --device cuda \\
-        --out models/toy-world-controlnet-canny --time 230 --num-images 60000 --batch 256
-    python -m tuneavideo.toyworld.train_control --kind t2i_adapter --device cuda \\
-        --out models/toy-world-t2i-adapter-depth --time 230 --num-images 60000 --batch 256
+    # what the shipped models ran (CPU, 2 cores shared with other jobs, ~10 min each; see their model cards)
+    python -m tuneavideo.toyworld.train_control --kind controlnet --device cpu --num-images 1200 --batch 16 \\
+        --lr 1e-3 --warmup 20 --time 600 --eval-n 16 --eval-steps 20 --out models/toy-world-controlnet-canny
+    python -m tuneavideo.toyworld.train_control --kind t2i_adapter --device cpu --num-images 1200 --batch 16 \\
+        --lr 5e-4 --warmup 20 --time 600 --eval-n 16 --eval-steps 20 --out models/toy-world-t2i-adapter-depth
+    # on a GPU (bf16 autocast): more images, larger batches, a wall-clock budget
+    python -m tuneavideo.toyworld.train_control --kind controlnet --device cuda --num-images 50000 --batch 512 \\
+        --time 240 --out models/toy-world-controlnet-canny
 """
 
 from __future__ import annotations
@@ -54,6 +60,8 @@ KINDS = ("controlnet", "t2i_adapter")
 HINT_OF_KIND = {"controlnet": "canny", "t2i_adapter": "depth"}
 CANNY_LOW, CANNY_HIGH = 100, 200
 DEFAULT_BASE = Path(__file__).resolve().parents[2] / "models" / "toy-world"
+#: Channels of the ControlNet's hint embedding (diffusers' default is (16, 32, 96, 256)): four levels, x8.
+CONTROLNET_COND_CHANNELS = (16, 32, 64, 128)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -144,12 +152,44 @@ def load_base(folder: Path):
     return vae, text_encoder, unet, tokenizer
 
 
-def build_control_model(kind: str, unet, adapter_type: str = "full_adapter", res_blocks: int = 2):
-    """A fresh control model for ``unet``: ControlNet copied from it, or a T2I-Adapter of matching channels."""
+def build_control_model(
+    kind: str,
+    unet,
+    adapter_type: str = "full_adapter",
+    res_blocks: int = 2,
+    cond_init: str = "kaiming",
+    cond_channels: tuple[int, ...] = CONTROLNET_COND_CHANNELS,
+    seed: int = 0,
+):
+    """A fresh control model for ``unet``: ControlNet copied from it, or a T2I-Adapter of matching channels.
+
+    ControlNet: ``ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=cond_channels)`` (four
+    levels: a 128 px hint becomes the 16x16 latent grid). ``cond_init``: ``"zero"`` keeps diffusers' init of
+    the hint embedding (PyTorch's default convolution init, last convolution zero); ``"kaiming"`` gives all of
+    its convolutions Kaiming-normal weights (ReLU gain, zero bias), the last one included, so that a thin
+    Canny edge still reaches the ControlNet's encoder with unit-scale activations from the first step. The
+    zero convolutions into the UNet stay zero either way: the untrained ControlNet leaves the base unchanged.
+    On the toy world this init is what makes the ControlNet follow edges within a few hundred small steps
+    (with diffusers' init nothing was learned in 150 steps of batch 16).
+    """
+    import torch
+
     if kind == "controlnet":
         from diffusers import ControlNetModel
 
-        return ControlNetModel.from_unet(unet, conditioning_channels=3)
+        model = ControlNetModel.from_unet(
+            unet, conditioning_channels=3, conditioning_embedding_out_channels=tuple(cond_channels)
+        )
+        if cond_init == "kaiming":
+            emb = model.controlnet_cond_embedding
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                for conv in [emb.conv_in, *emb.blocks, emb.conv_out]:
+                    torch.nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+                    torch.nn.init.zeros_(conv.bias)
+        elif cond_init != "zero":
+            raise ValueError(f"cond_init must be zero or kaiming, got {cond_init!r}")
+        return model
     from diffusers import T2IAdapter
 
     return T2IAdapter(
@@ -411,6 +451,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=None, help="render processes (default: all cores)")
     p.add_argument("--num-images", type=int, default=60_000)
     p.add_argument("--size", type=int, default=128)
+    p.add_argument(
+        "--size-range", default="0.2,0.5",
+        help="object size (fraction of the side) of one-object scenes; the base saw 0.3,0.5, clips use 0.22,0.34",
+    )  # fmt: skip
+    p.add_argument("--two-size-range", default="0.2,0.36", help="object sizes of two-object scenes")
     p.add_argument("--steps", type=int, default=None, help="training steps (reproducible); or --time")
     p.add_argument("--time", type=float, default=None, help="seconds of training (the LR schedule follows time)")
     p.add_argument("--deadline", type=float, default=None, help="stop training this many seconds after start")
@@ -421,14 +466,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--timesteps", choices=("uniform", "cubic"), default="cubic", help="timestep sampling (see sample_timesteps)")
     p.add_argument("--cfg-drop", type=float, default=0.1, help="fraction of empty captions")
+    p.add_argument(
+        "--cond-init", choices=("zero", "kaiming"), default="kaiming",
+        help="ControlNet: init of the hint embedding (see build_control_model)",
+    )  # fmt: skip
+    p.add_argument(
+        "--cond-channels", default=",".join(map(str, CONTROLNET_COND_CHANNELS)),
+        help="ControlNet: channels of the hint embedding's four levels",
+    )  # fmt: skip
     p.add_argument("--adapter-type", choices=("full_adapter", "light_adapter"), default="full_adapter")
     p.add_argument("--eval-n", type=int, default=64, help="scenes of the quick fidelity check (0: skip)")
     p.add_argument("--eval-steps", type=int, default=25)
     p.add_argument("--gain-n", type=int, default=256, help="images of the control-gain check (MSE at scale 1 vs 0)")
     p.add_argument("--log-every", type=int, default=50)
     args = p.parse_args(argv)
+    for name in ("size_range", "two_size_range"):
+        lo, hi = (float(v) for v in str(getattr(args, name)).split(","))
+        if not 0 < lo <= hi < 1:
+            p.error(f"--{name.replace('_', '-')} needs 0 < low <= high < 1, got {lo},{hi}")
+        setattr(args, name, (lo, hi))
+    args.cond_channels = tuple(int(c) for c in str(args.cond_channels).split(",") if c)
+    if len(args.cond_channels) != 4:
+        p.error("--cond-channels needs four values (three x2 downsamplings: 128 px hints -> 16x16 latents)")
     if args.lr is None:
-        args.lr = {"controlnet": 3e-4, "t2i_adapter": 5e-4}[args.kind]
+        args.lr = {"controlnet": 1e-3, "t2i_adapter": 5e-4}[args.kind]
     if args.smoke:
         smoke = {
             "num_images": 32, "steps": 3, "batch": 8, "warmup": 2, "eval_n": 2, "eval_steps": 2, "gain_n": 8,
@@ -441,7 +502,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             args.device = "cpu"
         if args.workers is None:
             args.workers = 2
-    if args.steps is None and args.time is None:
+    if args.steps is None and args.time is None and args.deadline is None:
         args.steps = 2000
     if args.out is None:
         args.out = DEFAULT_BASE.parent / f"toy-world-{args.kind.replace('_', '-')}-{HINT_OF_KIND[args.kind]}"
@@ -482,11 +543,15 @@ def _run(args: argparse.Namespace, t_start: float) -> dict:
     args.scaling_factor = float(vae.config.scaling_factor)
     for m in (vae, text_encoder, unet):
         m.to(device)
-    model = build_control_model(args.kind, unet, args.adapter_type)
+    model = build_control_model(
+        args.kind, unet, args.adapter_type, cond_init=args.cond_init, cond_channels=args.cond_channels, seed=args.seed
+    )
     n_params = sum(p.numel() for p in model.parameters())
     log("model", cls=type(model).__name__, params=n_params, elapsed=round(time.time() - t_start, 1))
 
-    data_cfg = replace(DataConfig(), size=args.size)
+    data_cfg = replace(
+        DataConfig(), size=args.size, size_range=args.size_range, two_size_range=args.two_size_range
+    )
     mean, std, hints, captions, secs = encode_set(vae, args.kind, args, data_cfg, device, amp)
     log("data", images=len(captions), seconds=round(secs, 1), elapsed=round(time.time() - t_start, 1))
     tokens = CaptionTokens(tokenizer)
