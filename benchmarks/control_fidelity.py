@@ -449,6 +449,17 @@ def targets(summary: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _portable(settings: dict[str, Any]) -> dict[str, Any]:
+    """Model paths inside this checkout written relative to it (results do not name the machine's folders)."""
+    out = dict(settings)
+    for key in ("model", "controlnet", "t2i_adapter"):
+        try:
+            out[key] = str(Path(out[key]).resolve().relative_to(ROOT))
+        except ValueError:
+            pass
+    return out
+
+
 def run(settings: Settings, log: Any = sys.stderr) -> dict[str, Any]:
     import torch
 
@@ -463,7 +474,7 @@ def run(settings: Settings, log: Any = sys.stderr) -> dict[str, Any]:
     summary = summarise(rows, size)
     return {
         "benchmark": "tuneavideo control fidelity (toy world)",
-        "settings": {**asdict(settings), "size": size},
+        "settings": {**_portable(asdict(settings)), "size": size},
         "environment": {
             "device": torch.cuda.get_device_name() if settings.device.startswith("cuda") else "cpu",
             "torch": torch.__version__,

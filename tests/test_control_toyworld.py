@@ -207,3 +207,169 @@ def test_hints_one_frame_late_shift_the_output_one_frame(fidelity_rows, kind):
     follows = sum(r["follows"] * r["frames"] for r in rows) / frames
     assert frames >= 10
     assert follows >= 0.75, f"{kind}: output follows the late hint on {follows:.0%} of {frames} moved frames"
+
+
+# --------------------------------------------------------------------------------------------------
+# hints and defaults for uploaded toy clips
+# --------------------------------------------------------------------------------------------------
+
+
+def test_toyworld_depth_backend_reads_the_renderers_silhouettes(tmp_path):
+    """The app's depth hint on the toy-world base (read from the pixels of an mp4) is the map the T2I-Adapter
+    was trained on (drawn from the renderer's ground truth)."""
+    from tuneavideo.config import VideoSpec
+    from tuneavideo.hints import HintConfig, extract_hints, hint_cache_key
+    from tuneavideo.video import read_video, write_mp4
+
+    for index in (0, 4):  # plain and checkered backgrounds
+        case = cf.make_case(index)
+        frames, truths = cf.render_video(case.spec)
+        path = write_mp4(frames, tmp_path / f"clip{index}.mp4", fps=8)
+        decoded, _ = read_video(path, VideoSpec(num_frames=8, width=128, height=128))
+        hints = extract_hints(decoded, HintConfig("depth", depth_backend="toyworld"))
+        assert hints.shape == frames.shape and hints.dtype == np.uint8
+        assert set(np.unique(hints)) <= {0, 255}
+        ious = [cf.mask_iou(h[..., 0] > 0, t.objects[0].mask) for h, t in zip(hints, truths)]
+        assert min(ious) > 0.85 and np.mean(ious) > 0.92, ious
+    # frames of another size: segmented at 128 px, mask scaled back to the frame
+    big = np.repeat(np.repeat(frames[:2], 2, axis=1), 2, axis=2)  # (2, 256, 256, 3)
+    hints = extract_hints(big, HintConfig("depth", depth_backend="toyworld"))
+    assert hints.shape == big.shape
+    small = hints[:, ::2, ::2, 0] > 0
+    assert cf.mask_iou(small[0], truths[0].objects[0].mask) > 0.9
+    # the backend is part of the hint cache key
+    assert hint_cache_key("v", HintConfig("depth", depth_backend="toyworld")) != hint_cache_key("v", HintConfig("depth"))
+
+
+def test_default_control_for_the_toy_world_and_for_sd():
+    from tuneavideo.control import DEFAULT_CONTROL_MODELS, default_control_for, default_depth_backend
+    from tuneavideo.errors import InputError
+
+    sd = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    assert default_control_for(sd, "pose") == ("controlnet", DEFAULT_CONTROL_MODELS["controlnet"]["pose"])
+    assert default_control_for(sd, "depth", "t2i_adapter") == ("t2i_adapter", DEFAULT_CONTROL_MODELS["t2i_adapter"]["depth"])
+    assert default_depth_backend(sd) == "transformers"
+    assert default_depth_backend(str(TOY_MODEL)) == "toyworld"
+    if not (CONTROLNET / "config.json").is_file() or not (ADAPTER / "config.json").is_file():
+        pytest.skip("the toy-world control models are not in this checkout")
+    assert default_control_for(str(TOY_MODEL), "canny") == ("controlnet", str(CONTROLNET))
+    assert default_control_for(str(TOY_MODEL), "depth") == ("t2i_adapter", str(ADAPTER))
+    assert default_control_for(str(TOY_MODEL), "depth", "t2i_adapter") == ("t2i_adapter", str(ADAPTER))
+    with pytest.raises(InputError, match="has no control model for 'pose'"):
+        default_control_for(str(TOY_MODEL), "pose")
+    with pytest.raises(InputError, match="has no ControlNet for 'depth'.*ControlNet for canny"):
+        default_control_for(str(TOY_MODEL), "depth", "controlnet")
+
+
+def _follow_scores(result: np.ndarray, hints: np.ndarray, color: str) -> tuple[float, float, float]:
+    """Mean IoU of each generated frame's object with its hint's white region, centroid error (px), and the
+    fraction of frames whose object has ``color``."""
+    from tuneavideo.toyworld.classify import classify_image
+
+    ious, errs, colours = [], [], []
+    for frame, hint in zip(result, hints):
+        res = classify_image(np.ascontiguousarray(frame))
+        region = hint[..., 0] > 127
+        if hint_kind_is_edges(hint):
+            region = _fill_edges(region)
+        ious.append(cf.mask_iou(res.mask, region))
+        ref = cf.mask_centroid(region)
+        got = cf.mask_centroid(res.mask) if res.mask is not None else None
+        errs.append(64.0 if got is None or ref is None else float(np.hypot(got[0] - ref[0], got[1] - ref[1])))
+        colours.append(res.color == color)
+    return float(np.mean(ious)), float(np.mean(errs)), float(np.mean(colours))
+
+
+def hint_kind_is_edges(hint: np.ndarray) -> bool:
+    return (hint[..., 0] > 127).mean() < 0.05  # a Canny map is thin lines; a silhouette is a filled blob
+
+
+def _fill_edges(edges: np.ndarray) -> np.ndarray:
+    """The region inside the outermost closed outline of an edge map (the object of a one-object clip)."""
+    import cv2
+
+    closed = cv2.morphologyEx(edges.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+    contours, _ = cv2.findContours(closed, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    filled = np.zeros_like(closed)
+    if contours:
+        cv2.drawContours(filled, [max(contours, key=cv2.contourArea)], -1, 1, thickness=-1)
+    return filled.astype(bool)
+
+
+@needs_models
+@pytest.mark.parametrize("hint", ["depth", "canny"])
+def test_cli_control_on_a_toy_clip_follows_the_hint_in_the_new_colour(tmp_path, hint):
+    """The README's offline example: no --model, no --control-model; the toy-world base and its own model for
+    the hint are picked, and the generated object follows the hint frame by frame in the prompted colour."""
+    import subprocess
+
+    from tuneavideo.config import VideoSpec
+    from tuneavideo.video import read_video
+
+    out = tmp_path / "out"
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(
+        [sys.executable, "-m", "tuneavideo", "control", "--video", str(ROOT / "assets" / "toy-red-circle-right.mp4"),
+         "--frames", "8", "--stride", "2", "--width", "128", "--height", "128", "--hint", hint,
+         "--prompt", "a yellow circle moving right on a blue background", "--steps", "12", "--guidance", "5",
+         "--seed", "0", "-o", str(out)],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    expected = {"depth": ("T2I-Adapter", ADAPTER.name), "canny": ("ControlNet", CONTROLNET.name)}[hint]
+    assert all(e in proc.stderr for e in expected), proc.stderr  # the chosen model is logged
+    spec = VideoSpec(num_frames=8, width=128, height=128, resize="squash")
+    result, _ = read_video(out / "a-yellow-circle-moving-right-on-a-blue-background.mp4", spec)
+    hints, _ = read_video(out / f"hint-{hint}.mp4", spec)
+    iou, err, colour = _follow_scores(result, hints, "yellow")
+    assert iou >= 0.7 and err <= 3.0 and colour >= 0.75, (iou, err, colour)
+
+
+@needs_models
+def test_app_control_tab_on_the_toy_world_base_defaults_to_its_models(make_engine, serve, tmp_path):
+    """The app over the embedded model: the Control tab offers the toy world's own models, and an API call that
+    names only the hint gets the model for that hint (depth -> the T2I-Adapter) and a video that follows it."""
+    from gradio_client import Client, handle_file
+
+    from tuneavideo.config import VideoSpec
+    from tuneavideo.ui import build_demo
+    from tuneavideo.ui.tab_control import default_control_model, default_pair
+    from tuneavideo.video import read_video
+
+    base = str(TOY_MODEL)
+    assert default_pair(base) == ("canny", "controlnet")
+    assert default_control_model("controlnet", "canny", None, base) == str(CONTROLNET)
+    assert default_control_model("t2i_adapter", "depth", None, base) == str(ADAPTER)
+    assert default_control_model("controlnet", "pose", None, base) == ""  # nothing fits: the tab says so on run
+    local = [("controlnet", str(CONTROLNET)), ("t2i_adapter", str(ADAPTER))]
+    sd = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    assert default_control_model("controlnet", "canny", local, sd) == "lllyasviel/control_v11p_sd15_canny"
+
+    engine = make_engine(model=base, model_kind="toy-world")
+    client = Client(serve(build_demo(engine)), verbose=False, download_files=str(tmp_path))
+    *_, status = client.predict(
+        video=handle_file(str(ROOT / "assets" / "toy-red-circle-right.mp4")),
+        prompt="a red circle moving right on a blue background",
+        num_frames=8, width=128, height=128, stride=2, steps=4, preview_steps=1, api_name="/tune",
+    )  # fmt: skip
+    assert "Tuned in" in status
+    hints, video, _, status = client.predict(
+        prompts="a yellow circle moving right on a blue background", hint="depth", steps=12, guidance_scale=5.0,
+        seed=0, api_name="/control",
+    )  # fmt: skip
+    assert f"T2I-Adapter '{ADAPTER.name}' (depth)" in status, status
+    spec = VideoSpec(num_frames=8, width=128, height=128, resize="squash")
+    iou, err, colour = _follow_scores(read_video(video, spec)[0], read_video(hints, spec)[0], "yellow")
+    assert iou >= 0.7 and err <= 3.0 and colour >= 0.75, (iou, err, colour)
+    # the Python API on this base: a plain HintConfig("depth") gets the silhouette extractor, not a depth network
+    from tuneavideo.config import SampleConfig
+    from tuneavideo.control import ControlSpec
+    from tuneavideo.hints import HintConfig
+
+    model = engine.models(client.session_hash)[0]
+    result = engine.control(
+        client.session_hash, model.tune_key, "a green circle moving right on a blue background", HintConfig("depth"),
+        ControlSpec("t2i_adapter", str(ADAPTER), "depth"),
+        SampleConfig(num_inference_steps=4, guidance_scale=5.0, seed=0, use_inversion=False),
+    )  # fmt: skip
+    assert "silhouettes" in result.status and result.hints_cached is True  # same hints as the tab's call

@@ -120,10 +120,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tuned", help="folder written by `tune` (its clip is the default hint source)")
     p.add_argument("--prompt", action="append", required=True)
     p.add_argument("--hint", choices=["pose", "depth", "canny"], default="canny", help="hint kind (default canny: weight-free)")
-    p.add_argument("--control-type", choices=["controlnet", "t2i_adapter"], default="controlnet")
-    p.add_argument("--control-model", help="hub id or folder (default: the standard SD-1.5 model for the hint)")
+    p.add_argument(
+        "--control-type", choices=["controlnet", "t2i_adapter"], default=None,
+        help="default: controlnet; on the toy-world base, the type it has a model for (canny: controlnet, depth: t2i_adapter)",
+    )  # fmt: skip
+    p.add_argument(
+        "--control-model",
+        help="hub id or folder (default: the standard SD-1.5 model for the hint; on the toy-world base its own "
+        "models/toy-world-controlnet-canny or models/toy-world-t2i-adapter-depth)",
+    )
     p.add_argument("--hint-video", help="an already-made pose/depth/edge video to use as hints")
     p.add_argument("--depth-model", help="depth estimator for --hint depth (hub id or folder)")
+    p.add_argument(
+        "--depth-backend", choices=["auto", "transformers", "midas", "toyworld"], default="auto",
+        help="how --hint depth is computed (auto: object silhouettes on the toy-world base, else a transformers depth model)",
+    )  # fmt: skip
     p.add_argument("--scale", type=float, default=1.0, help="conditioning scale")
     p.add_argument("--control-start", type=float, default=0.0, help="fraction of steps where control starts")
     p.add_argument("--control-end", type=float, default=1.0, help="fraction of steps where control ends")
@@ -468,17 +479,29 @@ def cmd_generate(args: argparse.Namespace) -> list[Path]:
 
 
 def cmd_control(args: argparse.Namespace) -> list[Path]:
-    from .control import ControlSpec, build_video_control
+    from .control import ControlSpec, build_video_control, default_control_for, default_depth_backend
     from .hints import HintConfig, extract_hints, load_hint_video
     from .video import make_grid, read_video, write_mp4
 
     if args.tuned:
-        pipe, _, record, folder = _load_tuned(args)
-        frames = _source_frames(record, folder) if not args.video else None
+        base = args.model or _read_record(Path(args.tuned)).get("base_model") or DEFAULT_BASE_MODEL
     else:
         if not args.video and not args.hint_video:
             raise TuneAVideoError("pass --tuned RUN, or --video / --hint-video with --model")
-        pipe, record, folder = _load(args, args.model or _default_model(args)), {}, Path("outputs")
+        base = args.model or _default_model(args)
+    # Choose the control model before loading anything: a wrong choice fails in a second, not after a load.
+    if args.control_model:
+        control_type, control_model = args.control_type or "controlnet", args.control_model
+    else:
+        control_type, control_model = default_control_for(base, args.hint, args.control_type)
+    depth_backend = default_depth_backend(base) if args.depth_backend == "auto" else args.depth_backend
+    if args.depth_model and args.depth_backend == "auto":
+        depth_backend = "transformers"
+    if args.tuned:
+        pipe, _, record, folder = _load_tuned(args)
+        frames = _source_frames(record, folder) if not args.video else None
+    else:
+        pipe, record, folder = _load(args, base), {}, Path("outputs")
         frames = None
     spec = replace(
         VideoSpec(**record["video_spec"]) if record.get("video_spec") else VideoSpec(num_frames=8),
@@ -490,15 +513,15 @@ def cmd_control(args: argparse.Namespace) -> list[Path]:
     if args.hint_video:
         hints = load_hint_video(args.hint_video, (spec.height, spec.width), kind=args.hint, num_frames=spec.num_frames)
     else:
-        hint_cfg = HintConfig(kind=args.hint, **({"depth_model": args.depth_model} if args.depth_model else {}))
+        hint_cfg = HintConfig(
+            kind=args.hint, depth_backend=depth_backend, **({"depth_model": args.depth_model} if args.depth_model else {})
+        )
         hints = extract_hints(frames, hint_cfg)
     cfg = _sample_config(args, record)
-    cspec = (
-        ControlSpec(args.control_type, args.control_model, args.hint, args.scale, args.control_start, args.control_end, args.guess_mode)
-        if args.control_model
-        else ControlSpec.default(args.control_type, args.hint, scale=args.scale, start=args.control_start,
-                                 end=args.control_end, guess_mode=args.guess_mode)
-    )  # fmt: skip
+    cspec = ControlSpec(
+        control_type, control_model, args.hint, args.scale, args.control_start, args.control_end, args.guess_mode
+    )
+    logger.info("control: %s", cspec.label)
     control = build_video_control(
         [cspec], [hints], height=spec.height, width=spec.width, device=pipe.device, dtype=pipe.unet.dtype,
         unet=pipe.unet, guidance_scale=cfg.guidance_scale,

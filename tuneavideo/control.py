@@ -682,6 +682,19 @@ TOY_WORLD_CONTROL_FOLDERS: dict[str, dict[str, str]] = {
 }
 
 
+def _toy_world_folder(model_path: str | Path | None) -> Path | None:
+    """The resolved folder when ``model_path`` is the embedded toy-world base (or a copy named ``toy-world``)."""
+    if model_path is None or not str(model_path):
+        return None
+    try:
+        path = Path(model_path).expanduser().resolve()
+    except (OSError, RuntimeError, TypeError, ValueError):
+        return None
+    embedded = (Path(__file__).resolve().parent.parent / "models" / "toy-world").resolve()
+    is_toy = path == embedded or (path.name == "toy-world" and (path / "model_index.json").is_file())
+    return path if is_toy and path.is_dir() else None
+
+
 def toy_world_control_defaults(model_path: str | Path | None) -> dict[str, dict[str, str]] | None:
     """The control models trained for the embedded toy-world base, when ``model_path`` is that base.
 
@@ -692,15 +705,8 @@ def toy_world_control_defaults(model_path: str | Path | None) -> dict[str, dict[
     (each a diffusers folder with a ``config.json``). Returns ``None`` for any other base, or when no such
     folder exists; SD-1.x bases keep :data:`DEFAULT_CONTROL_MODELS`.
     """
-    if model_path is None or not str(model_path):
-        return None
-    try:
-        path = Path(model_path).expanduser().resolve()
-    except (OSError, RuntimeError, TypeError, ValueError):
-        return None
-    embedded = Path(__file__).resolve().parent.parent / "models" / "toy-world"
-    is_toy = path == embedded.resolve() or (path.name == "toy-world" and (path / "model_index.json").is_file())
-    if not is_toy or not path.is_dir():
+    path = _toy_world_folder(model_path)
+    if path is None:
         return None
     out: dict[str, dict[str, str]] = {}
     for kind, by_hint in TOY_WORLD_CONTROL_FOLDERS.items():
@@ -709,3 +715,39 @@ def toy_world_control_defaults(model_path: str | Path | None) -> dict[str, dict[
             if (folder / "config.json").is_file():
                 out.setdefault(kind, {})[hint] = str(folder)
     return out or None
+
+
+def default_control_for(
+    base_model: str | Path | None, hint: str, control_type: str | None = None
+) -> tuple[str, str]:
+    """``(control_type, model)`` to use when the user names no control model.
+
+    For the embedded toy-world base: its own models (ControlNet for ``canny``, T2I-Adapter for ``depth``);
+    with ``control_type=None`` the type that has a model for ``hint`` is picked. A hint or type the toy world
+    has no model for raises :class:`InputError` naming what exists (the SD-1.x models cannot drive it). For any
+    other base: :data:`DEFAULT_CONTROL_MODELS` (``control_type`` defaults to ``"controlnet"``).
+    """
+    if hint not in HINT_KINDS:
+        raise InputError(f"control hint must be one of {HINT_KINDS}, got {hint!r}")
+    if control_type is not None and control_type not in CONTROL_KINDS:
+        raise InputError(f"control kind must be one of {CONTROL_KINDS}, got {control_type!r}")
+    toy = toy_world_control_defaults(base_model)
+    if toy is None:
+        kind = control_type or "controlnet"
+        return kind, DEFAULT_CONTROL_MODELS[kind][hint]
+    kinds = [control_type] if control_type else list(CONTROL_KINDS)
+    for kind in kinds:
+        if hint in toy.get(kind, {}):
+            return kind, toy[kind][hint]
+    have = ", ".join(f"{_LABELS[k]} for {h}" for k, by_hint in toy.items() for h in by_hint)
+    wanted = _LABELS[control_type] if control_type else "control model"
+    raise InputError(
+        f"the toy-world base has no {wanted} for '{hint}' hints (it has: {have}); the standard SD-1.x control "
+        "models do not fit it. Pick one of those, or pass a control model trained for this base."
+    )
+
+
+def default_depth_backend(base_model: str | Path | None) -> str:
+    """``"toyworld"`` (object silhouettes read from the frames, what the toy-world T2I-Adapter was trained on)
+    for the embedded toy-world base, else ``"transformers"`` (a depth-estimation model)."""
+    return "toyworld" if _toy_world_folder(base_model) is not None else "transformers"

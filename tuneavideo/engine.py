@@ -1168,8 +1168,8 @@ class Engine:
         with the same spec). With ``sample_config.use_inversion`` and hints from the source clip, it
         starts from the (cached) inverted source noise; otherwise from noise.
         """
-        from .control import ControlSpec, build_video_control
-        from .hints import HintConfig
+        from .control import ControlSpec, build_video_control, default_depth_backend
+        from .hints import DEFAULT_DEPTH_MODEL, HintConfig
 
         if not isinstance(hint_config, HintConfig):
             raise InputError(f"hint_config must be a HintConfig, got {type(hint_config).__name__}")
@@ -1182,6 +1182,16 @@ class Engine:
         invert_config = invert_config or self.profile.invert
         timings: dict[str, float] = {}
         notes: list[str] = []
+        if (
+            hint_config.kind == "depth"
+            and hint_config.depth_backend == "transformers"
+            and hint_config.depth_model == DEFAULT_DEPTH_MODEL
+            and default_depth_backend(self.settings.model) == "toyworld"
+        ):
+            # A depth estimator on rendered shapes is pointless (and offline it is not there): the toy-world
+            # T2I-Adapter reads object silhouettes, which the toyworld backend draws from the frames.
+            hint_config = dataclasses.replace(hint_config, depth_backend="toyworld")
+            notes.append("Depth hints on the toy-world base are the objects' silhouettes (toyworld backend).")
         with self._job(session_id, progress) as (s, callback):
             model = self._model(s, tune_key)
             art, tuning_cached, seconds = self._tuned(s, model, callback)
@@ -1222,6 +1232,8 @@ class Engine:
                         guidance_scale=sample.guidance_scale,
                     )
                 timings["load_control"] = time.perf_counter() - t0
+                shown = Path(control_spec.model).name if Path(control_spec.model).is_dir() else control_spec.model
+                notes.insert(0, f"Control: {dataclasses.replace(control_spec, model=shown).label}, scale {control_spec.scale:g}.")
                 t0 = time.perf_counter()
                 frames = self._sample(art.delta, prompts, latents, spec, sample, callback, control.unet_kwargs)
                 timings["sample"] = time.perf_counter() - t0

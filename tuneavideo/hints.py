@@ -10,7 +10,9 @@ Stable Diffusion 1.5 ControlNets and T2I-Adapters were trained on:
   the 18 OpenPose keypoints and drawn here;
 * ``depth``: relative depth from a ``transformers`` depth-estimation model (Depth Anything, DPT) or
   ``controlnet_aux``'s MiDaS, normalised once per clip (not per frame, which would flicker),
-  near = bright, as three equal channels.
+  near = bright, as three equal channels; or, for clips of the embedded toy world
+  (``depth_backend="toyworld"``, weight-free), the objects' silhouettes at grey 255 on black: the
+  depth-like map the toy-world T2I-Adapter was trained on.
 
 Heavy optional packages (cv2, mediapipe, transformers, controlnet_aux) are imported lazily, and a
 missing one raises :class:`~tuneavideo.errors.MissingDependencyError` naming what to install.
@@ -39,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 HINT_KINDS = ("pose", "depth", "canny")
 POSE_BACKENDS = ("auto", "openpose", "mediapipe")
-DEPTH_BACKENDS = ("transformers", "midas")
+DEPTH_BACKENDS = ("transformers", "midas", "toyworld")
 
 DEFAULT_DEPTH_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
 DEFAULT_ANNOTATORS = "lllyasviel/Annotators"  # controlnet_aux's weights repo (OpenPose, MiDaS)
@@ -101,7 +103,7 @@ class HintConfig:
     high_threshold: int = 200
     # depth
     depth_model: str = DEFAULT_DEPTH_MODEL  # hub id or local folder (transformers backend)
-    depth_backend: str = "transformers"  # "transformers" | "midas" (controlnet_aux)
+    depth_backend: str = "transformers"  # "transformers" | "midas" (controlnet_aux) | "toyworld" (silhouettes)
     depth_invert: bool | None = None  # None: invert only models that predict metric depth
     # pose
     pose_backend: str = "auto"  # "auto" | "openpose" (controlnet_aux) | "mediapipe"
@@ -554,7 +556,37 @@ def _raw_depth_midas(frames: np.ndarray, config: HintConfig, reporter: ProgressR
     return raw
 
 
+def toyworld_depth_hint(frame: np.ndarray) -> np.ndarray:
+    """The depth-like hint of a toy-world frame, read from its pixels: object silhouettes at 255 on black.
+
+    The background (plain or textured) is estimated and every object that stands out of it is filled
+    with grey 255 (:func:`tuneavideo.toyworld.classify.classify_image` does the segmentation). On a
+    one-object clip this is the map ``tuneavideo.toyworld.render.render_depth_hint`` draws from the
+    renderer's ground truth; with several objects all get 255 (their order in depth cannot be read
+    from one frame), where the renderer would draw the back ones darker. Frames of any size are
+    segmented at the toy world's 128 px and the mask scaled back. Returns uint8 ``(h, w, 3)``.
+    """
+    cv2 = _import_cv2("toy-world depth hints")
+    from .toyworld.classify import classify_image
+
+    h, w = frame.shape[:2]
+    small = frame if (h, w) == (128, 128) else _resize(cv2, frame, 128, 128)
+    result = classify_image(np.ascontiguousarray(small))
+    mask = np.zeros((128, 128), dtype=np.uint8)
+    for obj in result.objects:
+        mask[obj.mask] = 255
+    if (h, w) != (128, 128):
+        mask = _resize(cv2, mask, h, w, nearest=True)
+    return _grey_to_rgb(mask)
+
+
 def _depth_hints(frames: np.ndarray, config: HintConfig, reporter: ProgressReporter) -> np.ndarray:
+    if config.depth_backend == "toyworld":
+        out = np.empty_like(frames)
+        for i, frame in enumerate(frames):
+            out[i] = toyworld_depth_hint(frame)
+            reporter.step(i + 1)
+        return out
     if config.depth_backend == "midas":
         raw, metric = _raw_depth_midas(frames, config, reporter), False
     else:

@@ -10,7 +10,15 @@ from typing import Any
 
 import gradio as gr
 
-from ..control import DEFAULT_CONTROL_MODELS, ControlSpec
+from ..control import (
+    DEFAULT_CONTROL_MODELS,
+    TOY_WORLD_CONTROL_FOLDERS,
+    ControlSpec,
+    default_control_for,
+    default_depth_backend,
+    toy_world_control_defaults,
+)
+from ..errors import InputError
 from ..errors import Cancelled
 from ..hints import HINT_KINDS, HintConfig
 from ..settings import ROOT
@@ -19,7 +27,8 @@ from .widgets import HEAVY, MAX_SEED, ProgressAdapter, cancelled_text, engine_er
 
 CONTROL_TYPES = [("ControlNet", "controlnet"), ("T2I-Adapter", "t2i_adapter")]
 HELP = {
-    "hint": "pose: OpenPose skeletons (mediapipe offline); depth: a depth model; canny: edges (no model needed).",
+    "hint": "pose: OpenPose skeletons (mediapipe offline); depth: a depth model (toy world: object silhouettes); "
+    "canny: edges (no model needed).",
     "control_type": "ControlNet (strong, runs every step) or T2I-Adapter (light, computed once).",
     "control_model": "Hub id or local folder of an SD-1.x control model for this hint.",
     "scale": "How strongly the hints steer the result (1 = as trained).",
@@ -72,12 +81,32 @@ def local_control_models(root: str | Path = ROOT / "models") -> list[tuple[str, 
     return found
 
 
-def default_control_model(control_type: str, hint: str, local: list[tuple[str, str]] | None = None) -> str:
-    """A local model of that type whose folder names the hint, else the standard SD-1.x model."""
+def default_control_model(
+    control_type: str, hint: str, local: list[tuple[str, str]] | None = None, base_model: str | None = None
+) -> str:
+    """The control model offered for ``control_type`` + ``hint``.
+
+    On the embedded toy-world base: its own model for that pair (``""`` when it has none). Otherwise a local
+    model of that type whose folder names the hint (the toy world's own models excepted: they fit only their
+    base), else the standard SD-1.x model.
+    """
+    toy = toy_world_control_defaults(base_model)
+    if toy is not None:
+        return toy.get(control_type, {}).get(hint, "")
+    toy_names = {name for by_hint in TOY_WORLD_CONTROL_FOLDERS.values() for name in by_hint.values()}
     for kind, folder in local or []:
-        if kind == control_type and hint in Path(folder).name:
+        if kind == control_type and hint in Path(folder).name and Path(folder).name not in toy_names:
             return folder
     return DEFAULT_CONTROL_MODELS.get(control_type, {}).get(hint, "")
+
+
+def default_pair(base_model: str | None) -> tuple[str, str]:
+    """``(hint, control_type)`` the tab opens with: canny + ControlNet (the toy world has one too)."""
+    try:
+        control_type, _ = default_control_for(base_model, "canny")
+    except InputError:
+        control_type = "controlnet"
+    return "canny", control_type
 
 
 def control_model_choices(local: list[tuple[str, str]]) -> list[str]:
@@ -88,7 +117,17 @@ def control_model_choices(local: list[tuple[str, str]]) -> list[str]:
 def build_control_tab(engine, handle: gr.State) -> ControlTab:  # noqa: ANN001 - Engine
     scfg = engine.profile.sample
     local = local_control_models()
-    if engine.settings.model_kind != "sd" and not local:
+    base = engine.settings.model
+    toy = toy_world_control_defaults(base)
+    depth_backend = default_depth_backend(base)
+    first_hint, first_type = default_pair(base)
+    if toy is not None:
+        have = ", ".join(f"{h} ({'ControlNet' if k == 'controlnet' else 'T2I-Adapter'})" for k, by in toy.items() for h in by)
+        gr.Markdown(
+            f"Toy-world base: its own control models are picked for you: {have}. Depth hints here are the "
+            "objects' silhouettes, read from the frames. Try a toy example, then a prompt with a new colour."
+        )
+    elif engine.settings.model_kind != "sd" and not local:
         gr.Markdown(
             "The standard ControlNets / T2I-Adapters are made for Stable Diffusion 1.x; with this base model, use "
             "a control model trained for it (a local folder; models under `models/` are listed automatically)."
@@ -99,11 +138,11 @@ def build_control_tab(engine, handle: gr.State) -> ControlTab:  # noqa: ANN001 -
             prompts = gr.Textbox(label="Prompt(s)", lines=2, placeholder="an astronaut is dancing on the moon",
                                  info="One per line.")  # fmt: skip
             with gr.Row():
-                hint = gr.Radio(list(HINT_KINDS), value="canny", label="Hint", info=HELP["hint"])
-                control_type = gr.Radio(CONTROL_TYPES, value="controlnet", label="Control model type",
+                hint = gr.Radio(list(HINT_KINDS), value=first_hint, label="Hint", info=HELP["hint"])
+                control_type = gr.Radio(CONTROL_TYPES, value=first_type, label="Control model type",
                                         info=HELP["control_type"])  # fmt: skip
             control_model = gr.Dropdown(choices=control_model_choices(local), allow_custom_value=True,
-                                        value=default_control_model("controlnet", "canny", local),
+                                        value=default_control_model(first_type, first_hint, local, base),
                                         label="Control model", info=HELP["control_model"])  # fmt: skip
             with gr.Row():
                 scale = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Control scale", info=HELP["scale"])
@@ -130,10 +169,20 @@ def build_control_tab(engine, handle: gr.State) -> ControlTab:  # noqa: ANN001 -
             side_by_side = gr.Video(label="Source | hints | result", interactive=False, height=240)
 
     def pick_default(control_type: str, hint: str) -> str:
-        return default_control_model(control_type, hint, local)
+        return default_control_model(control_type, hint, local, base)
 
-    gr.on([hint.change, control_type.change], pick_default, [control_type, hint], control_model, queue=False,
-          api_visibility="private", show_progress="hidden")  # fmt: skip
+    def pick_for_hint(control_type: str, hint: str) -> tuple[Any, str]:
+        """On the toy-world base a hint has a model of one type only: switch the type to it."""
+        if toy is not None and hint not in toy.get(control_type, {}):
+            for kind, by_hint in toy.items():
+                if hint in by_hint:
+                    return kind, by_hint[hint]
+        return gr.skip(), pick_default(control_type, hint)
+
+    hint.change(pick_for_hint, [control_type, hint], [control_type, control_model], queue=False,
+                api_visibility="private", show_progress="hidden")  # fmt: skip
+    control_type.change(pick_default, [control_type, hint], control_model, queue=False,
+                        api_visibility="private", show_progress="hidden")  # fmt: skip
 
     def control(
         prompts: str,
@@ -157,8 +206,15 @@ def build_control_tab(engine, handle: gr.State) -> ControlTab:  # noqa: ANN001 -
     ) -> tuple:
         """Generate with per-frame control hints; returns the hint video, the result, a side-by-side, status."""
         with engine_errors("generating with control"):
-            hint_config = HintConfig(str(hint), low_threshold=int(low_threshold), high_threshold=int(high_threshold))
-            spec = ControlSpec(str(control_type), (control_model or "").strip(), str(hint), scale=float(scale),
+            hint_config = HintConfig(str(hint), low_threshold=int(low_threshold), high_threshold=int(high_threshold),
+                                     depth_backend=depth_backend)  # fmt: skip
+            chosen = (control_model or "").strip()
+            toy_folders = {f: (k, h) for k, by_hint in (toy or {}).items() for h, f in by_hint.items()}
+            if not chosen or toy_folders.get(chosen, (control_type, hint)) != (control_type, hint):
+                # no model, or one of the toy world's own models left over from another hint (an API call that
+                # names only the hint): the toy world's model for this hint, whichever type it is
+                control_type, chosen = default_control_for(base, str(hint), None if chosen else str(control_type))
+            spec = ControlSpec(str(control_type), chosen, str(hint), scale=float(scale),
                                start=float(start), end=float(end))  # fmt: skip
             sample = dataclasses.replace(
                 scfg,
