@@ -2,7 +2,7 @@
 load with stock diffusers classes, fit the embedded base, stay within the size budget, and - on a CPU-sized
 subset of benchmarks/control_fidelity.py - make generated clips follow their hints frame by frame.
 
-The fidelity thresholds sit well below what the shipped models measure (benchmarks/README-control.md), so
+The fidelity thresholds sit well below what the shipped models measure (benchmarks/control_fidelity.md, README), so
 they fail on a broken control path (frames folded in the wrong order, residuals on the wrong blocks or
 only on one half of the classifier-free-guidance batch, hints not reaching the model), not on noise.
 """

@@ -264,7 +264,8 @@ def test_estimate_reports_time_and_memory(engine):
         assert est[key] > 0, key
     assert "to tune" in est["text"] and "per edit of 2 prompts" in est["text"]
     bigger = engine.estimate(VideoSpec(num_frames=8, width=32, height=32), TUNE, SAMPLE, INVERT, num_prompts=2)
-    assert bigger["tune_seconds"] == pytest.approx(2 * est["tune_seconds"], rel=0.01)
+    # both are rounded to 0.01 s: allow that rounding on top of the 1 % proportionality
+    assert bigger["tune_seconds"] == pytest.approx(2 * est["tune_seconds"], rel=0.01, abs=0.021)
 
 
 def test_settings_from_env_flags_and_default_model(tmp_path: Path, monkeypatch):

@@ -1056,11 +1056,7 @@ class Engine:
         timings: dict[str, float] = {}
         notes: list[str] = []
         with self._job(session_id, progress) as (s, callback):
-            model = self._model(s, tune_key)
-            art, tuning_cached, seconds = self._tuned(s, model, callback)
-            if seconds:
-                timings["tune"] = seconds
-            spec = model.video_spec or self._uploaded_spec(art.delta)
+            model, art, tuning_cached, spec = self._start(s, tune_key, callback, timings)
             with self.cache.pin(model.tune_key):
                 clip = None
                 if model.video_key and model.video_path and model.video_spec:
@@ -1087,6 +1083,33 @@ class Engine:
         if clip is not None and not audio:
             notes.append("Audio: the source has none." if not clip.info.has_audio else
                          "Audio: not kept (frame stride > 1 changes the clip's timing).")  # fmt: skip
+        return self._result(s, model, prompts, (videos, gif, side, audio), frames, sample, timings, notes,
+                            tuning_cached=tuning_cached, inversion_cached=inversion_cached)  # fmt: skip
+
+    def _start(
+        self, s: _Session, tune_key: str, callback: ProgressCallback, timings: dict[str, float]
+    ) -> tuple[TunedModel, TunedArtifact, bool, VideoSpec]:
+        """The tuned model of a job (tuned now unless cached) and the video spec its outputs use."""
+        model = self._model(s, tune_key)
+        art, tuning_cached, seconds = self._tuned(s, model, callback)
+        if seconds:
+            timings["tune"] = seconds
+        return model, art, tuning_cached, model.video_spec or self._uploaded_spec(art.delta)
+
+    @staticmethod
+    def _result(
+        s: _Session,
+        model: TunedModel,
+        prompts: Sequence[str],
+        outputs: tuple[tuple[str, ...], str, str | None, bool],
+        frames: Any,
+        sample: SampleConfig,
+        timings: dict[str, float],
+        notes: list[str],
+        **flags: Any,
+    ) -> EditResult:
+        """An :class:`EditResult` from a job's written ``(videos, gif, side_by_side, has_audio)`` and records."""
+        videos, gif, side, audio = outputs
         return EditResult(
             session_id=s.id,
             tune_key=model.tune_key,
@@ -1094,13 +1117,12 @@ class Engine:
             video_paths=videos,
             gif_path=gif,
             side_by_side_path=side,
-            tuning_cached=tuning_cached,
-            inversion_cached=inversion_cached,
             has_audio=audio,
             seed=sample.seed,
             timings={k: round(v, 3) for k, v in timings.items()},
             notes=tuple(notes),
             frames=frames,
+            **flags,
         )
 
     def _uploaded_spec(self, delta: TunedDelta) -> VideoSpec:
@@ -1193,11 +1215,7 @@ class Engine:
             hint_config = dataclasses.replace(hint_config, depth_backend="toyworld")
             notes.append("Depth hints on the toy-world base are the objects' silhouettes (toyworld backend).")
         with self._job(session_id, progress) as (s, callback):
-            model = self._model(s, tune_key)
-            art, tuning_cached, seconds = self._tuned(s, model, callback)
-            if seconds:
-                timings["tune"] = seconds
-            spec = model.video_spec or self._uploaded_spec(art.delta)
+            model, art, tuning_cached, spec = self._start(s, tune_key, callback, timings)
             with self.cache.pin(model.tune_key):
                 source = None
                 if model.video_key and model.video_path and model.video_spec:
@@ -1243,23 +1261,11 @@ class Engine:
                     s, "control", frames, fps, driving, hints=control.hints[0]
                 )
                 timings["write"] = time.perf_counter() - t0
-        return EditResult(
-            session_id=s.id,
-            tune_key=model.tune_key,
-            prompts=tuple(prompts),
-            video_paths=videos,
-            gif_path=gif,
-            side_by_side_path=side,
-            tuning_cached=tuning_cached,
-            inversion_cached=inversion_cached,
-            hints_cached=hints_cached,
+        return self._result(
+            s, model, prompts, (videos, gif, side, audio), frames, sample, timings, notes,
+            tuning_cached=tuning_cached, inversion_cached=inversion_cached, hints_cached=hints_cached,
             hint_path=hint_path,
-            has_audio=audio,
-            seed=sample.seed,
-            timings={k: round(v, 3) for k, v in timings.items()},
-            notes=tuple(notes),
-            frames=frames,
-        )
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ estimates
     def estimate(
