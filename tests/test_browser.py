@@ -79,3 +79,60 @@ def test_example_tune_and_edit_in_chromium(app, tmp_path: Path):
             assert engine.sessions() == []
         finally:
             browser.close()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+TOY = ROOT / "models" / "toy-world"
+TOY_CONTROLNET = ROOT / "models" / "toy-world-controlnet-canny"
+TOY_ADAPTER = ROOT / "models" / "toy-world-t2i-adapter-depth"
+
+
+@pytest.mark.skipif(
+    not all((d / n).is_file() for d, n in ((TOY, "model_index.json"), (TOY_CONTROLNET, "config.json"),
+                                            (TOY_ADAPTER, "config.json"))),
+    reason="the toy-world model and its control models are not in this checkout",
+)  # fmt: skip
+def test_toy_world_control_tab_in_chromium(make_engine, serve, tmp_path: Path):
+    """Offline user on the embedded model: toy example -> tune -> Control tab, which offers the toy world's
+    ControlNet; picking the depth hint switches to its T2I-Adapter; the result and the hint video appear."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from tuneavideo.ui import build_demo, example_dir
+    from tuneavideo.ui.examples import load_examples
+
+    engine = make_engine(model=str(TOY), model_kind="toy-world")
+    url = serve(build_demo(engine))
+    example = load_examples(engine, fallback_dir=example_dir(engine))[0]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(url)
+            expect(page.locator("#banner")).to_contain_text("toy-world", timeout=30_000)
+            page.get_by_text(example.name).first.click()
+            expect(page.locator("#tune-video video")).to_have_count(1, timeout=30_000)
+            steps = page.locator("input[aria-label='number input for Tuning steps']")
+            steps.fill("4")
+            steps.press("Enter")
+            page.locator("#tune-button").click()
+            expect(page.locator("#tune-status")).to_contain_text("Tuned in", timeout=180_000)
+
+            page.get_by_role("tab", name="Control").click()
+            expect(page.locator("#control-model input")).to_have_value(str(TOY_CONTROLNET))
+            page.locator("#control-hint").get_by_text("depth", exact=True).click()
+            expect(page.locator("#control-type input[value='t2i_adapter']")).to_be_checked()
+            expect(page.locator("#control-model input")).to_have_value(str(TOY_ADAPTER))
+            page.locator("#control-prompts textarea").fill("a yellow circle moving right on a blue background")
+            sampling = page.locator("#control-steps input[type=number]")
+            sampling.fill("10")
+            sampling.press("Enter")
+            page.locator("#control-button").click()
+            expect(page.locator("#control-status")).to_contain_text(
+                f"T2I-Adapter '{TOY_ADAPTER.name}' (depth)", timeout=180_000
+            )
+            expect(page.locator("#control-video video")).to_have_count(1, timeout=30_000)
+            shot = tmp_path / "control-tab.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000
+        finally:
+            browser.close()

@@ -136,21 +136,22 @@ def build_control_tab(engine, handle: gr.State) -> ControlTab:  # noqa: ANN001 -
         with gr.Column(scale=1):
             model = gr.Dropdown(choices=[], value=None, label="Tuned model", allow_custom_value=True)
             prompts = gr.Textbox(label="Prompt(s)", lines=2, placeholder="an astronaut is dancing on the moon",
-                                 info="One per line.")  # fmt: skip
+                                 info="One per line.", elem_id="control-prompts")  # fmt: skip
             with gr.Row():
-                hint = gr.Radio(list(HINT_KINDS), value=first_hint, label="Hint", info=HELP["hint"])
+                hint = gr.Radio(list(HINT_KINDS), value=first_hint, label="Hint", info=HELP["hint"], elem_id="control-hint")
                 control_type = gr.Radio(CONTROL_TYPES, value=first_type, label="Control model type",
-                                        info=HELP["control_type"])  # fmt: skip
+                                        info=HELP["control_type"], elem_id="control-type")  # fmt: skip
             control_model = gr.Dropdown(choices=control_model_choices(local), allow_custom_value=True,
                                         value=default_control_model(first_type, first_hint, local, base),
-                                        label="Control model", info=HELP["control_model"])  # fmt: skip
+                                        label="Control model", info=HELP["control_model"], elem_id="control-model")  # fmt: skip
             with gr.Row():
                 scale = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Control scale", info=HELP["scale"])
                 start = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="Start", info=HELP["window"])
                 end = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="End")
             driving_video = gr.Video(label="Driving video (optional)", sources=["upload"], height=200)
             with gr.Row():
-                steps = gr.Slider(1, 150, value=scfg.num_inference_steps, step=1, label="Sampling steps")
+                steps = gr.Slider(1, 150, value=scfg.num_inference_steps, step=1, label="Sampling steps",
+                                  elem_id="control-steps")
                 guidance_scale = gr.Slider(1.0, 25.0, value=scfg.guidance_scale, step=0.5, label="Guidance")
                 seed = gr.Number(label="Seed", value=scfg.seed if scfg.seed is not None else -1, precision=0,
                                  minimum=-1, maximum=MAX_SEED)  # fmt: skip
