@@ -140,6 +140,16 @@ def test_control_with_a_tiny_controlnet(tuned: Path, tmp_path: Path):
     assert probe_video(out).frame_count == 4
     assert probe_video(tmp_path / "hint-canny.mp4").frame_count == 4
     assert probe_video(tmp_path / "ctrl-with-hint.mp4").source_size == (64, 32)
+    # without -o: everything lands in <run>/control/, the result beside its hint video
+    from tuneavideo.testing import write_tiny_t2i_adapter
+
+    adapter = write_tiny_t2i_adapter(tmp_path / "adapter")
+    proc = run_cli(
+        "control", "--tuned", str(tuned), "--prompt", "a blue square", "--hint", "canny",
+        "--control-type", "t2i_adapter", "--control-model", str(adapter), "--steps", "1",
+    )  # fmt: skip
+    assert str(tuned / "control" / "a-blue-square.mp4") in proc.stdout.splitlines()
+    assert probe_video(tuned / "control" / "hint-canny.mp4").frame_count == 4
 
 
 def test_clip_metrics_beside_outputs(tuned: Path, tmp_path: Path):

@@ -538,7 +538,10 @@ def cmd_control(args: argparse.Namespace) -> list[Path]:
         result = _sample(pipe, prompt, cfg, args, "control", spec.num_frames, spec.height, spec.width, latents,
                          unet_kwargs=control.unet_kwargs)  # fmt: skip
         control.reset()
-        path = _output_path(args.output, folder / "control", prompt, len(args.prompt))
+        if args.output is None:  # beside the hint video: <run>/control/<prompt>.mp4
+            path = out_dir / f"{_safe_name(prompt)}.mp4"
+        else:
+            path = _output_path(args.output, folder / "control", prompt, len(args.prompt))
         written += _write_outputs(result, path, fps, args, prompt=prompt)
         written.append(write_mp4(make_grid([hints, result], ncols=2), path.with_name(path.stem + "-with-hint.mp4"), fps))
     return written
