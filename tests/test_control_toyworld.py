@@ -373,3 +373,22 @@ def test_app_control_tab_on_the_toy_world_base_defaults_to_its_models(make_engin
         SampleConfig(num_inference_steps=4, guidance_scale=5.0, seed=0, use_inversion=False),
     )  # fmt: skip
     assert "silhouettes" in result.status and result.hints_cached is True  # same hints as the tab's call
+
+
+@pytest.mark.parametrize("kind", ["controlnet", "t2i_adapter"])
+def test_control_training_smoke_writes_a_stock_diffusers_folder(tmp_path, kind):
+    """`python -m tuneavideo.toyworld.train_control --smoke`: a few CPU steps on rendered hints, a folder that
+    stock diffusers loads, and the training record (what the shipped models' cards quote)."""
+    from diffusers import ControlNetModel, T2IAdapter
+
+    from tuneavideo.toyworld.train_control import main
+
+    out = tmp_path / kind
+    summary = main(["--kind", kind, "--smoke", "--out", str(out)])
+    assert summary["train"]["steps"] == 3 and summary["hint"] == {"controlnet": "canny", "t2i_adapter": "depth"}[kind]
+    cls = ControlNetModel if kind == "controlnet" else T2IAdapter
+    model = cls.from_pretrained(str(out), local_files_only=True)
+    assert sum(p.numel() for p in model.parameters()) == summary["params"]
+    record = json.loads((out / "training.json").read_text())
+    assert record["args"]["smoke"] is True and record["args"]["seed"] == 0 and record["images"] == 32
+    assert set(record["control_gain"]) == {"t0-300", "t300-700", "t700-1000"}
