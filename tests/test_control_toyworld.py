@@ -9,7 +9,6 @@ only on one half of the classifier-free-guidance batch, hints not reaching the m
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -17,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from tuneavideo.testing import load_benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
@@ -30,19 +31,7 @@ needs_models = pytest.mark.skipif(
     reason="the toy-world model and its control models are not in this checkout",
 )
 
-
-def _load_benchmark():
-    name = "tuneavideo_benchmark_control_fidelity"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "control_fidelity.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
-
-
-cf = _load_benchmark()
+cf = load_benchmark("control_fidelity")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -4,32 +4,20 @@ whose thresholds catch an engine regression that breaks learning, inversion or e
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from tuneavideo.testing import load_benchmark
+
 ROOT = Path(__file__).resolve().parent.parent
 TOY_MODEL = ROOT / "models" / "toy-world"
 
-
-def _load_quality():
-    name = "tuneavideo_benchmark_quality"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "quality.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
-
-
-q = _load_quality()
+q = load_benchmark("quality")
 
 from tuneavideo.toyworld.classify import motion_direction
 from tuneavideo.toyworld.render import (

@@ -254,13 +254,17 @@ def _read_record(folder: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def _tuned_base(args: argparse.Namespace, record: dict) -> str:
+    """The base model of a tuned run: ``--model``, else the one it was tuned on."""
+    return args.model or record.get("base_model") or DEFAULT_BASE_MODEL
+
+
 def _load_tuned(args: argparse.Namespace) -> tuple[Any, Any, dict, Path]:
     from .tuning import TunedDelta
 
     folder = Path(args.tuned)
     record = _read_record(folder)
-    base = args.model or record.get("base_model") or DEFAULT_BASE_MODEL
-    pipe = _load(args, base)
+    pipe = _load(args, _tuned_base(args, record))
     delta = TunedDelta.load(folder)
     delta.apply(pipe.unet)
     return pipe, delta, record, folder
@@ -479,12 +483,12 @@ def cmd_generate(args: argparse.Namespace) -> list[Path]:
 
 
 def cmd_control(args: argparse.Namespace) -> list[Path]:
-    from .control import ControlSpec, build_video_control, default_control_for, default_depth_backend
+    from .control import ControlSpec, build_video_control, default_control_for, with_default_depth_backend
     from .hints import HintConfig, extract_hints, load_hint_video
     from .video import make_grid, read_video, write_mp4
 
     if args.tuned:
-        base = args.model or _read_record(Path(args.tuned)).get("base_model") or DEFAULT_BASE_MODEL
+        base = _tuned_base(args, _read_record(Path(args.tuned)))
     else:
         if not args.video and not args.hint_video:
             raise TuneAVideoError("pass --tuned RUN, or --video / --hint-video with --model")
@@ -494,9 +498,6 @@ def cmd_control(args: argparse.Namespace) -> list[Path]:
         control_type, control_model = args.control_type or "controlnet", args.control_model
     else:
         control_type, control_model = default_control_for(base, args.hint, args.control_type)
-    depth_backend = default_depth_backend(base) if args.depth_backend == "auto" else args.depth_backend
-    if args.depth_model and args.depth_backend == "auto":
-        depth_backend = "transformers"
     if args.tuned:
         pipe, _, record, folder = _load_tuned(args)
         frames = _source_frames(record, folder) if not args.video else None
@@ -513,9 +514,12 @@ def cmd_control(args: argparse.Namespace) -> list[Path]:
     if args.hint_video:
         hints = load_hint_video(args.hint_video, (spec.height, spec.width), kind=args.hint, num_frames=spec.num_frames)
     else:
+        backend = "transformers" if args.depth_backend == "auto" else args.depth_backend
         hint_cfg = HintConfig(
-            kind=args.hint, depth_backend=depth_backend, **({"depth_model": args.depth_model} if args.depth_model else {})
+            kind=args.hint, depth_backend=backend, **({"depth_model": args.depth_model} if args.depth_model else {})
         )
+        if args.depth_backend == "auto" and not args.depth_model:  # silhouettes on the toy-world base
+            hint_cfg = with_default_depth_backend(base, hint_cfg)
         hints = extract_hints(frames, hint_cfg)
     cfg = _sample_config(args, record)
     cspec = ControlSpec(

@@ -31,6 +31,7 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -42,7 +43,7 @@ import numpy as np
 import torch
 
 from .errors import InputError, MissingDependencyError, ModelLoadError
-from .hints import HINT_KINDS
+from .hints import DEFAULT_DEPTH_MODEL, HINT_KINDS, HintConfig
 from .loading import _is_hub_id, _local_only
 
 logger = logging.getLogger(__name__)
@@ -751,3 +752,20 @@ def default_depth_backend(base_model: str | Path | None) -> str:
     """``"toyworld"`` (object silhouettes read from the frames, what the toy-world T2I-Adapter was trained on)
     for the embedded toy-world base, else ``"transformers"`` (a depth-estimation model)."""
     return "toyworld" if _toy_world_folder(base_model) is not None else "transformers"
+
+
+def with_default_depth_backend(base_model: str | Path | None, config: HintConfig) -> HintConfig:
+    """``config`` with the silhouette backend (``"toyworld"``) when the base is the embedded toy world and
+    ``config`` asks for the default depth estimator; otherwise ``config`` itself.
+
+    A depth network on rendered shapes is pointless (and offline it is not there): the toy-world T2I-Adapter
+    reads object silhouettes, which the toyworld backend draws from the frames.
+    """
+    if (
+        config.kind == "depth"
+        and config.depth_backend == "transformers"
+        and config.depth_model == DEFAULT_DEPTH_MODEL
+        and default_depth_backend(base_model) == "toyworld"
+    ):
+        return dataclasses.replace(config, depth_backend="toyworld")
+    return config

@@ -1190,8 +1190,8 @@ class Engine:
         with the same spec). With ``sample_config.use_inversion`` and hints from the source clip, it
         starts from the (cached) inverted source noise; otherwise from noise.
         """
-        from .control import ControlSpec, build_video_control, default_depth_backend
-        from .hints import DEFAULT_DEPTH_MODEL, HintConfig
+        from .control import ControlSpec, build_video_control, with_default_depth_backend
+        from .hints import HintConfig
 
         if not isinstance(hint_config, HintConfig):
             raise InputError(f"hint_config must be a HintConfig, got {type(hint_config).__name__}")
@@ -1204,15 +1204,9 @@ class Engine:
         invert_config = invert_config or self.profile.invert
         timings: dict[str, float] = {}
         notes: list[str] = []
-        if (
-            hint_config.kind == "depth"
-            and hint_config.depth_backend == "transformers"
-            and hint_config.depth_model == DEFAULT_DEPTH_MODEL
-            and default_depth_backend(self.settings.model) == "toyworld"
-        ):
-            # A depth estimator on rendered shapes is pointless (and offline it is not there): the toy-world
-            # T2I-Adapter reads object silhouettes, which the toyworld backend draws from the frames.
-            hint_config = dataclasses.replace(hint_config, depth_backend="toyworld")
+        resolved = with_default_depth_backend(self.settings.model, hint_config)
+        if resolved is not hint_config:
+            hint_config = resolved
             notes.append("Depth hints on the toy-world base are the objects' silhouettes (toyworld backend).")
         with self._job(session_id, progress) as (s, callback):
             model, art, tuning_cached, spec = self._start(s, tune_key, callback, timings)

@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -247,6 +248,15 @@ def _resize(cv2, image: np.ndarray, height: int, width: int, nearest: bool = Fal
     else:
         interp = cv2.INTER_LINEAR
     return cv2.resize(image, (width, height), interpolation=interp)
+
+
+def _per_frame(frames: np.ndarray, hint: Callable[[np.ndarray], np.ndarray], reporter: ProgressReporter) -> np.ndarray:
+    """``hint(frame) -> (h, w, 3)`` uint8 on every frame, one progress step each."""
+    out = np.empty_like(frames)
+    for i, frame in enumerate(frames):
+        out[i] = hint(frame)
+        reporter.step(i + 1)
+    return out
 
 
 def _grey_to_rgb(grey: np.ndarray) -> np.ndarray:
@@ -556,6 +566,9 @@ def _raw_depth_midas(frames: np.ndarray, config: HintConfig, reporter: ProgressR
     return raw
 
 
+TOYWORLD_SIZE = 128  # the side the toy world is rendered (and its classifier tuned) at
+
+
 def toyworld_depth_hint(frame: np.ndarray) -> np.ndarray:
     """The depth-like hint of a toy-world frame, read from its pixels: object silhouettes at 255 on black.
 
@@ -570,23 +583,17 @@ def toyworld_depth_hint(frame: np.ndarray) -> np.ndarray:
     from .toyworld.classify import classify_image
 
     h, w = frame.shape[:2]
-    small = frame if (h, w) == (128, 128) else _resize(cv2, frame, 128, 128)
-    result = classify_image(np.ascontiguousarray(small))
-    mask = np.zeros((128, 128), dtype=np.uint8)
+    side = TOYWORLD_SIZE
+    result = classify_image(np.ascontiguousarray(_resize(cv2, frame, side, side)))  # no-op at 128 px
+    mask = np.zeros((side, side), dtype=np.uint8)
     for obj in result.objects:
         mask[obj.mask] = 255
-    if (h, w) != (128, 128):
-        mask = _resize(cv2, mask, h, w, nearest=True)
-    return _grey_to_rgb(mask)
+    return _grey_to_rgb(_resize(cv2, mask, h, w, nearest=True))
 
 
 def _depth_hints(frames: np.ndarray, config: HintConfig, reporter: ProgressReporter) -> np.ndarray:
     if config.depth_backend == "toyworld":
-        out = np.empty_like(frames)
-        for i, frame in enumerate(frames):
-            out[i] = toyworld_depth_hint(frame)
-            reporter.step(i + 1)
-        return out
+        return _per_frame(frames, toyworld_depth_hint, reporter)
     if config.depth_backend == "midas":
         raw, metric = _raw_depth_midas(frames, config, reporter), False
     else:
@@ -610,11 +617,7 @@ def extract_hints(frames: np.ndarray, config: HintConfig, progress: ProgressCall
     reporter = ProgressReporter("hints", total=len(frames), callback=progress)
     try:
         if config.kind == "canny":
-            out = np.empty_like(frames)
-            for i, frame in enumerate(frames):
-                out[i] = canny_hint(frame, config.low_threshold, config.high_threshold)
-                reporter.step(i + 1)
-            return out
+            return _per_frame(frames, lambda f: canny_hint(f, config.low_threshold, config.high_threshold), reporter)
         if config.kind == "pose":
             return _pose_hints(frames, config, reporter)
         return _depth_hints(frames, config, reporter)

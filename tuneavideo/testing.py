@@ -7,8 +7,11 @@ the same code path as Stable Diffusion 1.5.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -220,3 +223,18 @@ def write_tiny_clip_model(folder: str | Path, image_size: int = 32, seed: int = 
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
     ).save_pretrained(folder)
     return folder
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """Import ``benchmarks/<name>.py`` of this source checkout (benchmarks are scripts, not a package), once."""
+    module_name = f"tuneavideo_benchmark_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: benchmarks live in a source checkout of tuneavideo")
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module

@@ -6,8 +6,9 @@ Kept free of torch so that worker processes start fast.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from .render import (
     MOTIONS,
     TEXTURES,
     MotionSpec,
+    SceneSpec,
     all_triples,
     caption,
     is_held_out,
@@ -39,6 +41,20 @@ def _not_for_training(color: str, shape: str, background_name: str) -> bool:
     return is_held_out(color, shape, background_name)
 
 
+def draw_training_scene(rng: np.random.Generator, cfg: DataConfig = DataConfig()) -> tuple[SceneSpec, str]:
+    """One training scene (never a held-out combination) and its caption, drawn from ``rng``."""
+    scene = random_scene(
+        rng,
+        two_object_prob=cfg.two_object_prob,
+        texture_prob=cfg.texture_prob,
+        size_range=cfg.size_range,
+        two_size_range=cfg.two_size_range,
+        exclude=_not_for_training,
+    )
+    motion = MotionSpec(MOTIONS[int(rng.integers(len(MOTIONS)))]) if rng.random() < cfg.motion_prob else None
+    return scene, caption(scene, motion)
+
+
 def render_chunk(seed: int, index: int, count: int, cfg: DataConfig = DataConfig()) -> tuple[np.ndarray, list[str]]:
     """``count`` training images (never a held-out combination) and their captions; depends only on the args."""
     import cv2
@@ -48,49 +64,56 @@ def render_chunk(seed: int, index: int, count: int, cfg: DataConfig = DataConfig
     images = np.empty((count, cfg.size, cfg.size, 3), dtype=np.uint8)
     captions = []
     for i in range(count):
-        scene = random_scene(
-            rng,
-            two_object_prob=cfg.two_object_prob,
-            texture_prob=cfg.texture_prob,
-            size_range=cfg.size_range,
-            two_size_range=cfg.two_size_range,
-            exclude=_not_for_training,
-        )
+        scene, text = draw_training_scene(rng, cfg)
         images[i], _ = render_image(scene, cfg.size)
-        motion = MotionSpec(MOTIONS[int(rng.integers(len(MOTIONS)))]) if rng.random() < cfg.motion_prob else None
-        captions.append(caption(scene, motion))
+        captions.append(text)
     return images, captions
 
 
-def _render_chunk_star(args: tuple) -> tuple[np.ndarray, list[str]]:
-    return render_chunk(*args)
+def _run_job(job: tuple[Callable[..., Any], tuple]) -> Any:
+    render, args = job
+    return render(*args)
 
 
-def iter_training_chunks(
-    n: int, seed: int, cfg: DataConfig = DataConfig(), workers: int | None = None, chunk: int = 1000
-) -> Iterator[tuple[np.ndarray, list[str]]]:
-    """Yield ``(images, captions)`` chunks of a deterministic ``n``-image training set, in order.
+def iter_chunks(
+    render: Callable[..., Any],
+    n: int,
+    seed: int,
+    cfg: DataConfig = DataConfig(),
+    workers: int | None = None,
+    chunk: int = 1000,
+    lead: tuple = (),
+) -> Iterator[Any]:
+    """Yield ``render(*lead, seed, index, count, cfg)`` for the chunks of a deterministic ``n``-item set, in order.
 
-    The content depends on ``(n, seed, chunk, cfg)`` only, never on the number of worker processes.
+    ``render`` must be a module-level function (worker processes receive it by name). The content depends on
+    ``(lead, n, seed, chunk, cfg)`` only, never on the number of worker processes.
     """
     jobs = []
     done = 0
     index = 0
     while done < n:
         count = min(chunk, n - done)
-        jobs.append((seed, index, count, cfg))
+        jobs.append((render, (*lead, seed, index, count, cfg)))
         done += count
         index += 1
     workers = workers if workers is not None else min(len(jobs), os.cpu_count() or 1)
     if workers <= 1 or len(jobs) == 1:
         for job in jobs:
-            yield render_chunk(*job)
+            yield _run_job(job)
         return
     import multiprocessing as mp
 
     # fork: the children only run numpy/OpenCV code, and a spawned child would re-import the whole package
-    with mp.get_context("fork").Pool(workers) as pool:
-        yield from pool.imap(_render_chunk_star, jobs)
+    with mp.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+        yield from pool.imap(_run_job, jobs)
+
+
+def iter_training_chunks(
+    n: int, seed: int, cfg: DataConfig = DataConfig(), workers: int | None = None, chunk: int = 1000
+) -> Iterator[tuple[np.ndarray, list[str]]]:
+    """Yield ``(images, captions)`` chunks of a deterministic ``n``-image training set, in order."""
+    return iter_chunks(render_chunk, n, seed, cfg, workers, chunk)
 
 
 def render_training_set(

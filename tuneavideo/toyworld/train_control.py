@@ -54,8 +54,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import numpy as np
 
-from .data import DataConfig, _not_for_training
-from .render import MOTIONS, MotionSpec, caption, random_scene, render_depth_hint, render_image
+from .data import DataConfig, draw_training_scene, iter_chunks
+from .render import random_scene, render_depth_hint, render_image
 
 KINDS = ("controlnet", "t2i_adapter")
 #: The hint each kind of control model is trained on.
@@ -87,7 +87,8 @@ def render_control_chunk(
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """``count`` training images, their one-channel hints ``(n, h, w)`` and captions; depends only on the args.
 
-    Scenes and captions follow :func:`tuneavideo.toyworld.data.render_chunk` (held-out combinations excluded).
+    Scenes and captions are drawn by :func:`tuneavideo.toyworld.data.draw_training_scene` (held-out combinations
+    excluded), as for the base model's training set.
     """
     import cv2
 
@@ -97,43 +98,16 @@ def render_control_chunk(
     hints = np.empty((count, cfg.size, cfg.size), dtype=np.uint8)
     captions = []
     for i in range(count):
-        scene = random_scene(
-            rng,
-            two_object_prob=cfg.two_object_prob,
-            texture_prob=cfg.texture_prob,
-            size_range=cfg.size_range,
-            two_size_range=cfg.two_size_range,
-            exclude=_not_for_training,
-        )
+        scene, text = draw_training_scene(rng, cfg)
         images[i], truth = render_image(scene, cfg.size)
         hints[i] = hint_for(kind, images[i], truth)[:, :, 0]
-        motion = MotionSpec(MOTIONS[int(rng.integers(len(MOTIONS)))]) if rng.random() < cfg.motion_prob else None
-        captions.append(caption(scene, motion))
+        captions.append(text)
     return images, hints, captions
-
-
-def _chunk_star(args: tuple) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    return render_control_chunk(*args)
 
 
 def iter_control_chunks(kind: str, n: int, seed: int, cfg: DataConfig, workers: int | None, chunk: int = 1000):
     """Yield ``(images, hints, captions)`` chunks of a deterministic ``n``-image set, in order (any ``workers``)."""
-    jobs = []
-    done = index = 0
-    while done < n:
-        count = min(chunk, n - done)
-        jobs.append((kind, seed, index, count, cfg))
-        done += count
-        index += 1
-    workers = workers if workers is not None else min(len(jobs), os.cpu_count() or 1)
-    if workers <= 1 or len(jobs) == 1:
-        for job in jobs:
-            yield render_control_chunk(*job)
-        return
-    import multiprocessing as mp
-
-    with mp.get_context("fork").Pool(min(workers, len(jobs))) as pool:
-        yield from pool.imap(_chunk_star, jobs)
+    return iter_chunks(render_control_chunk, n, seed, cfg, workers, chunk, lead=(kind,))
 
 
 # --------------------------------------------------------------------------------------------------

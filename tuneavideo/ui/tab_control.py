@@ -15,8 +15,8 @@ from ..control import (
     TOY_WORLD_CONTROL_FOLDERS,
     ControlSpec,
     default_control_for,
-    default_depth_backend,
     toy_world_control_defaults,
+    with_default_depth_backend,
 )
 from ..errors import InputError
 from ..errors import Cancelled
@@ -119,7 +119,6 @@ def build_control_tab(engine, handle: gr.State) -> ControlTab:  # noqa: ANN001 -
     local = local_control_models()
     base = engine.settings.model
     toy = toy_world_control_defaults(base)
-    depth_backend = default_depth_backend(base)
     first_hint, first_type = default_pair(base)
     if toy is not None:
         have = ", ".join(f"{h} ({'ControlNet' if k == 'controlnet' else 'T2I-Adapter'})" for k, by in toy.items() for h in by)
@@ -207,8 +206,9 @@ def build_control_tab(engine, handle: gr.State) -> ControlTab:  # noqa: ANN001 -
     ) -> tuple:
         """Generate with per-frame control hints; returns the hint video, the result, a side-by-side, status."""
         with engine_errors("generating with control"):
-            hint_config = HintConfig(str(hint), low_threshold=int(low_threshold), high_threshold=int(high_threshold),
-                                     depth_backend=depth_backend)  # fmt: skip
+            hint_config = with_default_depth_backend(
+                base, HintConfig(str(hint), low_threshold=int(low_threshold), high_threshold=int(high_threshold))
+            )
             chosen = (control_model or "").strip()
             toy_folders = {f: (k, h) for k, by_hint in (toy or {}).items() for h, f in by_hint.items()}
             if not chosen or toy_folders.get(chosen, (control_type, hint)) != (control_type, hint):
