@@ -322,7 +322,9 @@ def generate(
     return to_uint8(video)
 
 
-def run_case(pipe: Any, models: dict[str, Any], case: Case, settings: Settings, log: Any = sys.stderr) -> list[dict[str, Any]]:
+def run_case(
+    pipe: Any, models: dict[str, Any], case: Case, settings: Settings, log: Any = sys.stderr
+) -> list[dict[str, Any]]:
     """Every condition, kind, scale-0 and shifted generation of one case: one row each."""
     import torch
 
@@ -427,7 +429,9 @@ def summarise(rows: Sequence[dict[str, Any]], size: int) -> dict[str, Any]:
             "cases": len(rs),
             "moved_frames": n,
             "follows": _mean([r["follows"] for r in rs for _ in range(r["frames"]) if r["follows"] is not None]),
-            "iou_shifted": _mean([r["iou_shifted"] for r in rs for _ in range(r["frames"]) if r["iou_shifted"] is not None]),
+            "iou_shifted": _mean(
+                [r["iou_shifted"] for r in rs for _ in range(r["frames"]) if r["iou_shifted"] is not None]
+            ),
             "iou_unshifted": _mean(
                 [r["iou_unshifted"] for r in rs for _ in range(r["frames"]) if r["iou_unshifted"] is not None]
             ),
@@ -619,7 +623,9 @@ def merge(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if argv is None:
         argv = sys.argv[1:]
-    if argv and argv[0] == "merge":  # python benchmarks/control_fidelity.py merge a.json b.json --out x.json --markdown x.md
+    if (
+        argv and argv[0] == "merge"
+    ):  # python benchmarks/control_fidelity.py merge a.json b.json --out x.json --markdown x.md
         ap = argparse.ArgumentParser(prog="control_fidelity.py merge")
         ap.add_argument("files", nargs="+")
         ap.add_argument("--out", default=None)
@@ -647,7 +653,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     table = markdown_table(result)
     if args.markdown:
         Path(args.markdown).write_text(table + "\n")
-    print(json.dumps({"summary": result["summary"], "targets": result["targets"], "seconds": result["seconds"]}, indent=2))
+    print(
+        json.dumps({"summary": result["summary"], "targets": result["targets"], "seconds": result["seconds"]}, indent=2)
+    )
     print()
     print(table)
     return result

@@ -16,8 +16,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
@@ -54,7 +54,9 @@ def main() -> None:
         inverted = pipe.invert(pipe.encode_video(frames), num_inference_steps=args.steps)
         timings["invert_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        video = pipe(prompt.replace("red", "green"), latents=inverted, num_inference_steps=args.steps, guidance_scale=7.5).videos
+        video = pipe(
+            prompt.replace("red", "green"), latents=inverted, num_inference_steps=args.steps, guidance_scale=7.5
+        ).videos
         timings["edit_s"] = time.perf_counter() - t0
     total = timings["tune_s"] + timings["invert_s"] + timings["edit_s"]
     result = {

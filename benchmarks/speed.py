@@ -38,7 +38,7 @@ SD15_VAE = {
 }
 
 
-def build_sd15_pipeline(device: torch.device, dtype: torch.dtype):  # noqa: ANN201
+def build_sd15_pipeline(device: torch.device, dtype: torch.dtype):
     from diffusers import AutoencoderKL, DDIMScheduler
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -50,7 +50,15 @@ def build_sd15_pipeline(device: torch.device, dtype: torch.dtype):  # noqa: ANN2
     with torch.device(device):
         unet = TuneAVideoUNet(**SD15_UNET).to(dtype)
         vae = AutoencoderKL(**SD15_VAE).to(dtype)
-        text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, projection_dim=768)).to(dtype)
+        text = CLIPTextModel(
+            CLIPTextConfig(
+                hidden_size=768,
+                intermediate_size=3072,
+                num_hidden_layers=12,
+                num_attention_heads=12,
+                projection_dim=768,
+            )
+        ).to(dtype)
     pipe = TuneAVideoPipeline(vae, text, clip_tokenizer(), unet, DDIMScheduler(**SD_SCHEDULER_CONFIG))
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -79,8 +87,14 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device(args.device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    result: dict = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "frames": args.frames,
-                    "size": args.size, "dtype": str(dtype), "torch": torch.__version__, "attention": args.attention}
+    result: dict = {
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "frames": args.frames,
+        "size": args.size,
+        "dtype": str(dtype),
+        "torch": torch.__version__,
+        "attention": args.attention,
+    }
 
     t0 = time.perf_counter()
     pipe = build_sd15_pipeline(device, dtype)
@@ -95,7 +109,7 @@ def main() -> None:
     cfg = TuneConfig(max_train_steps=args.tune_steps, gradient_checkpointing=args.gradient_checkpointing)
     times: list[float] = []
 
-    def cb(event) -> None:  # noqa: ANN001
+    def cb(event) -> None:
         _sync(device)
         times.append(time.perf_counter())
 
@@ -108,7 +122,9 @@ def main() -> None:
         tune_500_steps_min=round(float(np.median(steady)) * 500 / 60, 1),
         tune_peak_gib=_peak_gib(device),
         trainable_params_m=round(delta.record["trainable_parameters"] / 1e6, 2),
-        delta_fp16_mb=round(delta.nbytes / 2 / 2**20, 1) if delta.state_dict and next(iter(delta.state_dict.values())).dtype == torch.float32 else round(delta.nbytes / 2**20, 1),
+        delta_fp16_mb=round(delta.nbytes / 2 / 2**20, 1)
+        if delta.state_dict and next(iter(delta.state_dict.values())).dtype == torch.float32
+        else round(delta.nbytes / 2**20, 1),
     )
 
     with torch.no_grad():
@@ -127,7 +143,9 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
-        out = pipe("spider man is skiing on the beach", latents=inv, num_inference_steps=args.steps, guidance_scale=12.5)
+        out = pipe(
+            "spider man is skiing on the beach", latents=inv, num_inference_steps=args.steps, guidance_scale=12.5
+        )
         _sync(device)
         result["edit_s"] = round(time.perf_counter() - t0, 2)
         result["edit_peak_gib"] = _peak_gib(device)

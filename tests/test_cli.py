@@ -52,7 +52,19 @@ def test_tune_writes_a_delta_and_a_record(tuned: Path, tiny_clip: str):
 
 def test_edit_writes_playable_mp4_of_the_right_size(tuned: Path, tmp_path: Path):
     out = tmp_path / "edit.mp4"
-    proc = run_cli("edit", "--tuned", str(tuned), "--prompt", "a blue square", "--steps", "3", "-o", str(out), "--gif", "--side-by-side")
+    proc = run_cli(
+        "edit",
+        "--tuned",
+        str(tuned),
+        "--prompt",
+        "a blue square",
+        "--steps",
+        "3",
+        "-o",
+        str(out),
+        "--gif",
+        "--side-by-side",
+    )
     assert str(out) in proc.stdout
     frames, info = read_video(out, VideoSpec(num_frames=4, width=32, height=32, resize="squash"))
     assert info.frame_count == 4 and info.source_size == (32, 32) and info.codec.startswith("h264")
@@ -70,7 +82,19 @@ def test_edit_reuses_the_saved_inversion(tuned: Path, tmp_path: Path):
 
 
 def test_generate_and_export(tuned: Path, tmp_path: Path):
-    run_cli("generate", "--tuned", str(tuned), "--prompt", "a green circle", "--steps", "2", "--frames", "3", "-o", str(tmp_path / "g.mp4"))
+    run_cli(
+        "generate",
+        "--tuned",
+        str(tuned),
+        "--prompt",
+        "a green circle",
+        "--steps",
+        "2",
+        "--frames",
+        "3",
+        "-o",
+        str(tmp_path / "g.mp4"),
+    )
     assert probe_video(tmp_path / "g.mp4").frame_count == 3
     run_cli("export", "--tuned", str(tuned), "-o", str(tmp_path / "official"))
     cfg = json.loads((tmp_path / "official" / "unet" / "config.json").read_text())

@@ -278,8 +278,13 @@ def test_real_canny_hints_end_to_end(pipe, models, adapter_through_unet):
         ControlSpec("controlnet", "tiny-cn", "canny", guess_mode=True, end=0.5),
         ControlSpec("t2i_adapter", "tiny-ad", "canny", scale=0.8),
     ]
-    control = build_video_control(specs, {"canny": canny}, models=[models["controlnet"], models["t2i_adapter"]],
-                                  unet=pipe.unet, guidance_scale=7.5)
+    control = build_video_control(
+        specs,
+        {"canny": canny},
+        models=[models["controlnet"], models["t2i_adapter"]],
+        unet=pipe.unet,
+        guidance_scale=7.5,
+    )
     out = _sample(pipe, control, steps=2)
     assert out.shape == (1, 4, F, LATENT, LATENT) and torch.isfinite(out).all()
 
@@ -455,8 +460,17 @@ def test_window_in_sampling(pipe, plain, models, hints):
         seen.append(bool(out))
         return out
 
-    out = pipe("a red square", num_frames=F, height=SIZE, width=SIZE, num_inference_steps=2, guidance_scale=7.5,
-               generator=torch.Generator().manual_seed(0), output_type="latent", unet_kwargs=spy).videos
+    out = pipe(
+        "a red square",
+        num_frames=F,
+        height=SIZE,
+        width=SIZE,
+        num_inference_steps=2,
+        guidance_scale=7.5,
+        generator=torch.Generator().manual_seed(0),
+        output_type="latent",
+        unet_kwargs=spy,
+    ).videos
     assert seen == [False, True]
     assert not torch.equal(out, plain)
 

@@ -27,7 +27,9 @@ ADAPTER = MODELS / "toy-world-t2i-adapter-depth"
 SIZE_LIMIT = 60_000_000  # bytes, for everything under models/
 
 needs_models = pytest.mark.skipif(
-    not all((p / "config.json").is_file() or (p / "model_index.json").is_file() for p in (TOY_MODEL, CONTROLNET, ADAPTER)),
+    not all(
+        (p / "config.json").is_file() or (p / "model_index.json").is_file() for p in (TOY_MODEL, CONTROLNET, ADAPTER)
+    ),
     reason="the toy-world model and its control models are not in this checkout",
 )
 
@@ -227,7 +229,9 @@ def test_toyworld_depth_backend_reads_the_renderers_silhouettes(tmp_path):
     small = hints[:, ::2, ::2, 0] > 0
     assert cf.mask_iou(small[0], truths[0].objects[0].mask) > 0.9
     # the backend is part of the hint cache key
-    assert hint_cache_key("v", HintConfig("depth", depth_backend="toyworld")) != hint_cache_key("v", HintConfig("depth"))
+    assert hint_cache_key("v", HintConfig("depth", depth_backend="toyworld")) != hint_cache_key(
+        "v", HintConfig("depth")
+    )
 
 
 def test_default_control_for_the_toy_world_and_for_sd():
@@ -236,7 +240,10 @@ def test_default_control_for_the_toy_world_and_for_sd():
 
     sd = "stable-diffusion-v1-5/stable-diffusion-v1-5"
     assert default_control_for(sd, "pose") == ("controlnet", DEFAULT_CONTROL_MODELS["controlnet"]["pose"])
-    assert default_control_for(sd, "depth", "t2i_adapter") == ("t2i_adapter", DEFAULT_CONTROL_MODELS["t2i_adapter"]["depth"])
+    assert default_control_for(sd, "depth", "t2i_adapter") == (
+        "t2i_adapter",
+        DEFAULT_CONTROL_MODELS["t2i_adapter"]["depth"],
+    )
     assert default_depth_backend(sd) == "transformers"
     assert default_depth_backend(str(TOY_MODEL)) == "toyworld"
     if not (CONTROLNET / "config.json").is_file() or not (ADAPTER / "config.json").is_file():

@@ -275,7 +275,12 @@ def test_settings_from_env_flags_and_default_model(tmp_path: Path, monkeypatch):
     assert parse_bytes("4GB") == 4 * 10**9 and parse_bytes("512MiB") == 512 * 2**20 and parse_bytes(7) == 7
     with pytest.raises(InputError):
         parse_bytes("lots")
-    env = {"TUNEAVIDEO_CACHE_BYTES": "1GB", "TUNEAVIDEO_MAX_QUEUE": "3", "CACHE_EXAMPLES": "1", "GRADIO_SERVER_PORT": "7001"}
+    env = {
+        "TUNEAVIDEO_CACHE_BYTES": "1GB",
+        "TUNEAVIDEO_MAX_QUEUE": "3",
+        "CACHE_EXAMPLES": "1",
+        "GRADIO_SERVER_PORT": "7001",
+    }
     s = Settings.from_env(env)
     assert (s.cache_bytes, s.max_queue, s.cache_examples, s.port) == (10**9, 3, True, 7001)
     s = Settings.from_args(["--port", "7002", "--share", "--cache-bytes", "2GB", "--device", "cpu"], env=env)

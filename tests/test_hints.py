@@ -391,7 +391,7 @@ def test_load_hint_video_single_and_grey_images(tmp_path):
     assert out.shape == (1, 10, 15, 3) and out.dtype == np.uint8
     assert np.array_equal(out[..., 0], out[..., 2]) and out.max() == 200
 
-    deep = (grey.astype(np.uint16) * 257)
+    deep = grey.astype(np.uint16) * 257
     iio.imwrite(tmp_path / "depth16.png", deep)
     assert load_hint_video(tmp_path / "depth16.png").max() == 200
 

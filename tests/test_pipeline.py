@@ -58,7 +58,14 @@ def test_cfg_is_uncond_plus_scale_times_difference(tiny_pipe):
 
 
 def test_inversion_step_matches_official_formula():
-    sched = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, set_alpha_to_one=False, steps_offset=1, clip_sample=False)
+    sched = DDIMScheduler(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        clip_sample=False,
+    )
     sched.set_timesteps(50)
     assert sched.timesteps[-1] == 1 and sched.timesteps[0] == 981
     x, eps = torch.randn(3), torch.randn(3)
@@ -127,4 +134,10 @@ def test_official_style_calls_work(tiny_pipe, tiny_sd):
     from tuneavideo import TuneAVideoUNet
 
     unet = TuneAVideoUNet.from_pretrained_2d(tiny_sd, subfolder="unet")
-    assert unet(torch.randn(1, 4, 2, 16, 16), 1, encoder_hidden_states=torch.randn(1, 77, 32))["sample"].shape == (1, 4, 2, 16, 16)
+    assert unet(torch.randn(1, 4, 2, 16, 16), 1, encoder_hidden_states=torch.randn(1, 77, 32))["sample"].shape == (
+        1,
+        4,
+        2,
+        16,
+        16,
+    )

@@ -42,7 +42,13 @@ def test_tuning_learns_and_touches_only_trainable_parameters(tiny_pipe):
     loss_before = _fixed_batch_loss(pipe, latents, embeds)
 
     events = []
-    delta = tune(pipe, frames, "a red square moving right", TuneConfig(max_train_steps=20, learning_rate=2e-3), callback=events.append)
+    delta = tune(
+        pipe,
+        frames,
+        "a red square moving right",
+        TuneConfig(max_train_steps=20, learning_rate=2e-3),
+        callback=events.append,
+    )
     loss_after = _fixed_batch_loss(pipe, latents, embeds)
     # untouched weights would give exactly the same loss; a clear drop means it learned
     assert loss_after < 0.95 * loss_before, (loss_before, loss_after)
@@ -98,7 +104,9 @@ def test_saved_delta_reloads_to_identical_outputs(tiny_sd, tmp_path: Path):
         assert torch.equal(value, base_state[key])
     # the default (fp16) file is about half the size
     delta.save(tmp_path / "fp16")
-    assert (tmp_path / "fp16" / "tuned.safetensors").stat().st_size < 0.6 * (tmp_path / "tuned" / "tuned.safetensors").stat().st_size
+    assert (tmp_path / "fp16" / "tuned.safetensors").stat().st_size < 0.6 * (
+        tmp_path / "tuned" / "tuned.safetensors"
+    ).stat().st_size
 
 
 def test_delta_refuses_another_base(tiny_sd):

@@ -122,7 +122,9 @@ def test_clip_group_norm_pools_over_frames():
     out = norm(folded).view(2, 3, 8, 5, 5).permute(0, 2, 1, 3, 4)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
     # per-frame statistics would differ: the norm really is over the clip
-    assert not torch.allclose(out, F.group_norm(folded, 4, norm.weight, norm.bias, 1e-5).view(2, 3, 8, 5, 5).permute(0, 2, 1, 3, 4))
+    assert not torch.allclose(
+        out, F.group_norm(folded, 4, norm.weight, norm.bias, 1e-5).view(2, 3, 8, 5, 5).permute(0, 2, 1, 3, 4)
+    )
 
 
 def test_temporal_attention_mixes_frames_and_is_causal_free():

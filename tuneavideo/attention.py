@@ -29,9 +29,9 @@ class FrameContext:
 
 
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    # (n, l, heads * d) -> (n, heads, l, d)
-    n, l, inner = x.shape
-    return x.view(n, l, heads, inner // heads).transpose(1, 2)
+    # (n, tokens, heads * d) -> (n, heads, tokens, d)
+    n, tokens, inner = x.shape
+    return x.view(n, tokens, heads, inner // heads).transpose(1, 2)
 
 
 def _output(attn: Attention, out: torch.Tensor, residual: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -45,7 +45,7 @@ def _output(attn: Attention, out: torch.Tensor, residual: torch.Tensor, dtype: t
 
 def _xformers_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     # q, k, v: (n, heads, l, d); xformers wants (n, l, heads, d)
-    import xformers.ops  # noqa: PLC0415 - optional GPU dependency
+    import xformers.ops
 
     out = xformers.ops.memory_efficient_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
     return out.transpose(1, 2)

@@ -126,7 +126,9 @@ class ArtifactCache:
             entry = self._entries.get(key)
             return entry.value if entry is not None else None
 
-    def put(self, key: str, value: Any, kind: str = "artifact", session: str | None = None, nbytes: int | None = None) -> Any:
+    def put(
+        self, key: str, value: Any, kind: str = "artifact", session: str | None = None, nbytes: int | None = None
+    ) -> Any:
         """Store ``value`` (replacing any old value), referenced by ``session``; evicts to stay in budget."""
         if value is None:
             raise ValueError("cannot cache None")

@@ -41,7 +41,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         "with hub access, otherwise the embedded models/toy-world)",
     )
     g.add_argument("--device", default="auto", help="cuda, cpu, cuda:1 ... (default: cuda if available)")
-    g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"], help="weights dtype (auto: fp16 on GPU)")
+    g.add_argument(
+        "--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"], help="weights dtype (auto: fp16 on GPU)"
+    )
     g.add_argument("--xformers", action="store_true", help="use xformers attention (GPU, when installed)")
 
 
@@ -53,7 +55,9 @@ def _add_video_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--height", type=int, help="frame height, a multiple of 8 (paper: 512)")
     g.add_argument("--stride", type=int, help="keep every n-th source frame")
     g.add_argument("--start", type=float, dest="start_time", help="start time in seconds")
-    g.add_argument("--resize", choices=["crop", "squash"], help="centre-crop (default) or squash like the official code")
+    g.add_argument(
+        "--resize", choices=["crop", "squash"], help="centre-crop (default) or squash like the official code"
+    )
 
 
 def _add_sample_args(p: argparse.ArgumentParser) -> None:
@@ -119,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("control", help="pose/depth/edge-guided generation with ControlNet or T2I-Adapter")
     p.add_argument("--tuned", help="folder written by `tune` (its clip is the default hint source)")
     p.add_argument("--prompt", action="append", required=True)
-    p.add_argument("--hint", choices=["pose", "depth", "canny"], default="canny", help="hint kind (default canny: weight-free)")
+    p.add_argument(
+        "--hint", choices=["pose", "depth", "canny"], default="canny", help="hint kind (default canny: weight-free)"
+    )
     p.add_argument(
         "--control-type", choices=["controlnet", "t2i_adapter"], default=None,
         help="default: controlnet; on the toy-world base, the type it has a model for (canny: controlnet, depth: t2i_adapter)",
@@ -219,7 +225,9 @@ def _write_outputs(
 ) -> list[Path]:
     from .video import write_frame_grid, write_gif, write_mp4
 
-    out = [write_mp4(frames, path, fps, audio_source=audio[0] if audio else None, audio_start=audio[1] if audio else 0.0)]
+    out = [
+        write_mp4(frames, path, fps, audio_source=audio[0] if audio else None, audio_start=audio[1] if audio else 0.0)
+    ]
     if getattr(args, "gif", False):
         out.append(write_gif(frames, path.with_suffix(".gif"), fps))
     if getattr(args, "grid", False):
@@ -290,7 +298,9 @@ def _inverted(pipe: Any, record: dict, folder: Path, steps: int, quiet: bool) ->
         if meta.get("num_inference_steps") == steps:
             return latents
     frames = _source_frames(record, folder)
-    latents = pipe.invert(pipe.encode_video(frames), num_inference_steps=steps, callback=None if quiet else _Bar("invert", steps))
+    latents = pipe.invert(
+        pipe.encode_video(frames), num_inference_steps=steps, callback=None if quiet else _Bar("invert", steps)
+    )
     save_inverted(latents, folder, {"num_inference_steps": steps, "prompt": "", "tuned": record.get("prompt")})
     return latents
 
@@ -375,9 +385,13 @@ def cmd_tune(args: argparse.Namespace) -> list[Path]:
                 num_inference_steps=icfg.num_inference_steps,
                 callback=None if args.quiet else _Bar("invert", icfg.num_inference_steps),
             )
-        written.append(save_inverted(latents, out, {"num_inference_steps": icfg.num_inference_steps, "prompt": icfg.prompt}))
-    print(f"tuned {delta.record['trainable_parameters']:,} parameters in {delta.record['seconds']} s "
-          f"(final loss {delta.record['final_loss']:.4f})")
+        written.append(
+            save_inverted(latents, out, {"num_inference_steps": icfg.num_inference_steps, "prompt": icfg.prompt})
+        )
+    print(
+        f"tuned {delta.record['trainable_parameters']:,} parameters in {delta.record['seconds']} s "
+        f"(final loss {delta.record['final_loss']:.4f})"
+    )
     return written
 
 
@@ -447,11 +461,15 @@ def cmd_edit(args: argparse.Namespace) -> list[Path]:
     source = _source_frames(record, folder) if args.side_by_side else None
     written: list[Path] = []
     for prompt in prompts:
-        frames = _sample(pipe, prompt, cfg, args, "edit", record["num_frames"], record["height"], record["width"], latents)
+        frames = _sample(
+            pipe, prompt, cfg, args, "edit", record["num_frames"], record["height"], record["width"], latents
+        )
         path = _output_path(args.output, folder, prompt, len(prompts))
         written += _write_outputs(frames, path, fps, args, audio, prompt)
         if source is not None:
-            written.append(write_mp4(make_grid([source, frames], ncols=2), path.with_name(path.stem + "-side-by-side.mp4"), fps))
+            written.append(
+                write_mp4(make_grid([source, frames], ncols=2), path.with_name(path.stem + "-side-by-side.mp4"), fps)
+            )
     return written
 
 
@@ -537,7 +555,9 @@ def cmd_control(args: argparse.Namespace) -> list[Path]:
         latents = pipe.invert(pipe.encode_video(frames), num_inference_steps=cfg.num_inference_steps)
     fps = _fps(args, record)
     out_dir = folder / "control" if args.output is None else Path(args.output)
-    written = [write_mp4(hints, (out_dir if out_dir.suffix != ".mp4" else out_dir.parent) / f"hint-{args.hint}.mp4", fps)]
+    written = [
+        write_mp4(hints, (out_dir if out_dir.suffix != ".mp4" else out_dir.parent) / f"hint-{args.hint}.mp4", fps)
+    ]
     for prompt in args.prompt:
         result = _sample(pipe, prompt, cfg, args, "control", spec.num_frames, spec.height, spec.width, latents,
                          unet_kwargs=control.unet_kwargs)  # fmt: skip
@@ -547,7 +567,9 @@ def cmd_control(args: argparse.Namespace) -> list[Path]:
         else:
             path = _output_path(args.output, folder / "control", prompt, len(args.prompt))
         written += _write_outputs(result, path, fps, args, prompt=prompt)
-        written.append(write_mp4(make_grid([hints, result], ncols=2), path.with_name(path.stem + "-with-hint.mp4"), fps))
+        written.append(
+            write_mp4(make_grid([hints, result], ncols=2), path.with_name(path.stem + "-with-hint.mp4"), fps)
+        )
     return written
 
 
@@ -575,7 +597,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "presets":
         for name in list_presets():
             p = load_preset(name)
-            print(f"{name:20s} {p.prompt!r} ({p.video.num_frames} frames, {p.video.width}x{p.video.height}, stride {p.video.stride})")
+            print(
+                f"{name:20s} {p.prompt!r} ({p.video.num_frames} frames, {p.video.width}x{p.video.height}, stride {p.video.stride})"
+            )
         return 0
     commands = {
         "tune": cmd_tune,

@@ -188,7 +188,7 @@ def load_control_model(
         kwargs["revision"] = revision
     try:
         config = cls.load_config(name, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - hub / file errors are many; give one clear message
+    except Exception as exc:
         raise ModelLoadError(f"could not find {spec.label}{offline_hint}: {exc}") from exc
     class_name = config.get("_class_name") if isinstance(config, Mapping) else None
     if class_name and class_name not in _CLASS_NAMES[spec.kind]:
@@ -199,7 +199,7 @@ def load_control_model(
         kwargs["variant"] = variant
     try:
         model = cls.from_pretrained(name, torch_dtype=torch_dtype, **kwargs)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ModelLoadError(f"could not load {spec.label}{offline_hint}: {exc}") from exc
     model.eval().requires_grad_(False)
     if device is not None:
@@ -718,9 +718,7 @@ def toy_world_control_defaults(model_path: str | Path | None) -> dict[str, dict[
     return out or None
 
 
-def default_control_for(
-    base_model: str | Path | None, hint: str, control_type: str | None = None
-) -> tuple[str, str]:
+def default_control_for(base_model: str | Path | None, hint: str, control_type: str | None = None) -> tuple[str, str]:
     """``(control_type, model)`` to use when the user names no control model.
 
     For the embedded toy-world base: its own models (ControlNet for ``canny``, T2I-Adapter for ``depth``);

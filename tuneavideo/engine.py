@@ -369,7 +369,7 @@ class Engine:
         pipe.unet.requires_grad_(False)
         pipe.vae.requires_grad_(False)
         pipe.text_encoder.requires_grad_(False)
-        self.device = torch.device(pipe._execution_device)  # noqa: SLF001
+        self.device = torch.device(pipe._execution_device)
         self.vae_scale_factor = int(pipe.vae_scale_factor)
         self.fingerprint = base_fingerprint(pipe.unet)
         self.base_id = f"{settings.model}@{self.fingerprint}"
@@ -591,7 +591,12 @@ class Engine:
         return art, False, time.perf_counter() - started
 
     def _inverted(
-        self, s: _Session, model: TunedModel, art: TunedArtifact, invert_config: InvertConfig, callback: ProgressCallback
+        self,
+        s: _Session,
+        model: TunedModel,
+        art: TunedArtifact,
+        invert_config: InvertConfig,
+        callback: ProgressCallback,
     ) -> tuple[torch.Tensor, bool, float, str]:
         if not (model.video_key and model.video_path and model.video_spec):
             raise InputError(
@@ -606,9 +611,7 @@ class Engine:
         x0 = self._latents(s, model.video_key, clip)
         started = time.perf_counter()
         with self._model_lock, self.cache.pin(model.tune_key), art.delta.applied(self.pipe.unet):
-            xT = self.pipe.invert(
-                x0, invert_config.num_inference_steps, prompt=invert_config.prompt, callback=callback
-            )
+            xT = self.pipe.invert(x0, invert_config.num_inference_steps, prompt=invert_config.prompt, callback=callback)
         seconds = time.perf_counter() - started
         self._measured("forward", seconds, invert_config.num_inference_steps, self._units(model.video_spec))
         self.cache.put(key, xT, kind="inverted", session=s.id)
@@ -776,7 +779,7 @@ class Engine:
                 record = {}
         try:
             state = load_file(str(path))
-        except Exception as exc:  # noqa: BLE001 - safetensors raises several types
+        except Exception as exc:
             raise ModelLoadError(f"{path.name} is not a safetensors file of tuned weights ({exc})") from exc
         return TunedDelta(state, record)
 
@@ -802,7 +805,9 @@ class Engine:
                     (i for n, i in members.items() if n.endswith(".safetensors")), None
                 )
                 if info is None:
-                    raise ModelLoadError(f"{upload.name}: the zip holds no {DELTA_FILE} (download it from the Tune tab)")
+                    raise ModelLoadError(
+                        f"{upload.name}: the zip holds no {DELTA_FILE} (download it from the Tune tab)"
+                    )
                 for member, name in ((info, DELTA_FILE), (members.get(RECORD_FILE), RECORD_FILE)):
                     if member is None:
                         continue
@@ -1064,7 +1069,9 @@ class Engine:
                 latents, inversion_cached = None, None
                 if sample.use_inversion and kind == "edit":
                     if clip is None:
-                        notes.append("No source video for this uploaded model: sampled from noise instead of inverting.")
+                        notes.append(
+                            "No source video for this uploaded model: sampled from noise instead of inverting."
+                        )
                     else:
                         latents, inversion_cached, seconds, inv_key = self._inverted(
                             s, model, art, invert_config, callback
@@ -1245,7 +1252,9 @@ class Engine:
                     )
                 timings["load_control"] = time.perf_counter() - t0
                 shown = Path(control_spec.model).name if Path(control_spec.model).is_dir() else control_spec.model
-                notes.insert(0, f"Control: {dataclasses.replace(control_spec, model=shown).label}, scale {control_spec.scale:g}.")
+                notes.insert(
+                    0, f"Control: {dataclasses.replace(control_spec, model=shown).label}, scale {control_spec.scale:g}."
+                )
                 t0 = time.perf_counter()
                 frames = self._sample(art.delta, prompts, latents, spec, sample, callback, control.unet_kwargs)
                 timings["sample"] = time.perf_counter() - t0

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from .errors import InputError, ModelLoadError
 from .attention import make_temporal_layers
+from .errors import InputError, ModelLoadError
 from .unet import TuneAVideoUNet
 
 logger = logging.getLogger(__name__)
@@ -94,18 +94,20 @@ def resolve_folder(
     local = _local_only(local_files_only)
 
     def fetch(name: str) -> Path:
-        return Path(hf_hub_download(str(path_or_id), name, subfolder=subfolder, revision=revision, local_files_only=local))
+        return Path(
+            hf_hub_download(str(path_or_id), name, subfolder=subfolder, revision=revision, local_files_only=local)
+        )
 
     try:
         folder = fetch("config.json").parent
-    except Exception as exc:  # noqa: BLE001 - hub errors are many; give one clear message
+    except Exception as exc:
         hint = " (offline mode: download it once with network access, or pass a local folder)" if local else ""
         raise ModelLoadError(f"could not get '{path_or_id}' from the Hugging Face hub{hint}: {exc}") from exc
     for name in _weight_candidates(variant):
         try:
             fetch(name)
             return folder
-        except Exception:  # noqa: BLE001, S112 - try the next format
+        except Exception:
             continue
     raise ModelLoadError(f"'{path_or_id}' has no {subfolder}/ weights among {_weight_candidates(variant)}")
 
@@ -113,7 +115,9 @@ def resolve_folder(
 def _weight_candidates(variant: str | None) -> list[str]:
     names = list(WEIGHT_NAMES)
     if variant:
-        names = [n.replace(".safetensors", f".{variant}.safetensors").replace(".bin", f".{variant}.bin") for n in names] + names
+        names = [
+            n.replace(".safetensors", f".{variant}.safetensors").replace(".bin", f".{variant}.bin") for n in names
+        ] + names
     return names
 
 
@@ -133,7 +137,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ModelLoadError(f"{path}: not a plain tensor checkpoint (refusing to unpickle code): {exc}") from exc
     if not isinstance(state, dict):
         raise ModelLoadError(f"{path}: expected a state dict, got {type(state).__name__}")
@@ -253,7 +257,7 @@ def validate_size(height: int, width: int, vae_scale_factor: int) -> None:
 def _load_component(cls: Any, path_or_id: str | os.PathLike, subfolder: str, local: bool, **kwargs: Any) -> Any:
     try:
         return cls.from_pretrained(str(path_or_id), subfolder=subfolder, local_files_only=local, **kwargs)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ModelLoadError(f"could not load {subfolder} ({cls.__name__}) from '{path_or_id}': {exc}") from exc
 
 
@@ -342,14 +346,16 @@ def _load_single_file(
         kwargs["config"] = original_config
     try:
         sd = StableDiffusionPipeline.from_single_file(str(path), torch_dtype=torch_dtype, **kwargs)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ModelLoadError(
             f"could not convert single-file checkpoint {path}: {exc}. Offline, pass a local diffusers SD-1.x "
             "folder as original_config so its component configs can be used."
         ) from exc
     unet_model = unet if isinstance(unet, torch.nn.Module) else TuneAVideoUNet.from_unet2d(sd.unet)
     sched = sd.scheduler if scheduler == "base" else DDIMScheduler.from_config(sd.scheduler.config)
-    pipe = TuneAVideoPipeline(vae=sd.vae, text_encoder=sd.text_encoder, tokenizer=sd.tokenizer, unet=unet_model, scheduler=sched)
+    pipe = TuneAVideoPipeline(
+        vae=sd.vae, text_encoder=sd.text_encoder, tokenizer=sd.tokenizer, unet=unet_model, scheduler=sched
+    )
     if device is not None:
         pipe.to(device)
     pipe.base_model = str(path)

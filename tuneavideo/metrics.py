@@ -82,7 +82,7 @@ class ClipScorer:
     # ----------------------------------------------------------------------------------- loading
 
     @staticmethod
-    def _load(model_id: str):  # noqa: ANN205 - transformers types
+    def _load(model_id: str):
         from transformers import CLIPModel, CLIPTokenizer
 
         try:
@@ -127,11 +127,11 @@ class ClipScorer:
     # ---------------------------------------------------------------------------------- embeddings
 
     @staticmethod
-    def _pooled(out: Any):  # noqa: ANN205
+    def _pooled(out: Any):
         """``get_*_features`` returns a tensor (transformers 4) or an output with ``pooler_output`` (5)."""
         return out if hasattr(out, "dim") else out.pooler_output
 
-    def image_embeddings(self, frames: Any):  # noqa: ANN201 - torch.Tensor
+    def image_embeddings(self, frames: Any):
         """L2-normalised CLIP image embeddings of every frame: float32 ``(f, d)`` on the CPU."""
         import torch
 
@@ -145,7 +145,7 @@ class ClipScorer:
                 chunks.append(self._pooled(out).float().cpu())
         return torch.nn.functional.normalize(torch.cat(chunks), dim=-1)
 
-    def text_embedding(self, prompt: str):  # noqa: ANN201 - torch.Tensor
+    def text_embedding(self, prompt: str):
         """L2-normalised CLIP text embedding of ``prompt``: float32 ``(d,)`` on the CPU (77 tokens max)."""
         import torch
 
@@ -179,13 +179,13 @@ class ClipScorer:
             "num_frames": int(emb.shape[0]),
         }
 
-    def _embed_checked(self, frames: Any, min_frames: int = 2):  # noqa: ANN202
+    def _embed_checked(self, frames: Any, min_frames: int = 2):
         arr = to_uint8(frames)
         if len(arr) < min_frames:
             raise InputError(f"need at least {min_frames} frame(s) to score, got {len(arr)}")
         return self.image_embeddings(arr)
 
-    def _alignment(self, image_emb, prompt: str) -> float:  # noqa: ANN001
+    def _alignment(self, image_emb, prompt: str) -> float:
         text = self.text_embedding(prompt)
         return float((image_emb @ text).mean() * 100.0)
 

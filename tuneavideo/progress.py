@@ -41,7 +41,9 @@ ProgressCallback = Callable[[ProgressEvent], None]
 class ProgressReporter:
     """Turns "step done" calls into :class:`ProgressEvent` s for an optional callback (and tqdm)."""
 
-    def __init__(self, stage: str, total: int, callback: ProgressCallback | None = None, tqdm_bar: bool = False) -> None:
+    def __init__(
+        self, stage: str, total: int, callback: ProgressCallback | None = None, tqdm_bar: bool = False
+    ) -> None:
         self.stage, self.total, self.callback = stage, total, callback
         self.start = time.perf_counter()
         self.bar = None
@@ -56,7 +58,9 @@ class ProgressReporter:
             if loss is not None:
                 self.bar.set_postfix(loss=f"{loss:.4f}")
         if self.callback is not None:
-            event = ProgressEvent(self.stage, step, self.total, time.perf_counter() - self.start, loss, timestep, dict(extra))
+            event = ProgressEvent(
+                self.stage, step, self.total, time.perf_counter() - self.start, loss, timestep, dict(extra)
+            )
             self.callback(event)
 
     def close(self) -> None:

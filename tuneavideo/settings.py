@@ -96,7 +96,7 @@ def resolve_dtype(dtype: str, device: str) -> str:
     return dtype
 
 
-def torch_dtype(name: str):  # noqa: ANN201 - torch.dtype
+def torch_dtype(name: str):
     import torch
 
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
@@ -109,7 +109,7 @@ def _sd_cached(model_id: str) -> bool:
 
         found = try_to_load_from_cache(model_id, "model_index.json")
         return isinstance(found, str) and Path(found).is_file()
-    except Exception:  # noqa: BLE001 - an odd cache layout just means "not cached"
+    except Exception:
         return False
 
 
@@ -128,7 +128,9 @@ def tiny_model_dir(cache_dir: str | os.PathLike) -> Path:
     return folder
 
 
-def resolve_default_model(device: str = "auto", cache_dir: str | os.PathLike | None = None) -> tuple[str, str, str, str]:
+def resolve_default_model(
+    device: str = "auto", cache_dir: str | os.PathLike | None = None
+) -> tuple[str, str, str, str]:
     """Pick the base model: ``(model, dtype, kind, reason)``; ``reason`` is the sentence for the banner.
 
     * a CUDA GPU and the hub reachable (or SD 1.5 already cached) -> Stable Diffusion 1.5 in fp16;
@@ -146,7 +148,12 @@ def resolve_default_model(device: str = "auto", cache_dir: str | os.PathLike | N
     gpu = device.startswith("cuda")
     if gpu and (reachable or _sd_cached(DEFAULT_BASE_MODEL)):
         how = "downloaded on first use" if not _sd_cached(DEFAULT_BASE_MODEL) else "from the local cache"
-        return DEFAULT_BASE_MODEL, "fp16", "sd", f"GPU found: using Stable Diffusion 1.5 ({DEFAULT_BASE_MODEL}, fp16, {how})."
+        return (
+            DEFAULT_BASE_MODEL,
+            "fp16",
+            "sd",
+            f"GPU found: using Stable Diffusion 1.5 ({DEFAULT_BASE_MODEL}, fp16, {how}).",
+        )
     if gpu:
         why = "GPU found, but the Hugging Face hub is unreachable and Stable Diffusion 1.5 is not cached"
     else:
@@ -273,7 +280,7 @@ class Settings:
     # ------------------------------------------------------------------ resolving
     def resolve(self) -> Settings:
         """Fill in ``model``/``device``/``dtype``/``model_kind``/``model_reason`` (may probe the hub for 2 s)."""
-        from .loading import hub_reachable, _is_hub_id
+        from .loading import _is_hub_id, hub_reachable
 
         device = resolve_device(self.device)
         cache_dir = self.cache_dir or str(default_cache_dir())

@@ -50,7 +50,7 @@ SD_SCHEDULER_CONFIG = {
 }
 
 
-def tiny_unet2d(seed: int = 0, **overrides: object):  # noqa: ANN201
+def tiny_unet2d(seed: int = 0, **overrides: object):
     """A random tiny ``UNet2DConditionModel`` (SD layout: cross-attn down/up blocks, GEGLU, 2 levels)."""
     from diffusers import UNet2DConditionModel
 
@@ -58,7 +58,7 @@ def tiny_unet2d(seed: int = 0, **overrides: object):  # noqa: ANN201
     return UNet2DConditionModel(**{**TINY_UNET_CONFIG, **overrides}).eval()
 
 
-def tiny_unet(seed: int = 0, randomize_temporal: bool = True, **overrides: object):  # noqa: ANN201
+def tiny_unet(seed: int = 0, randomize_temporal: bool = True, **overrides: object):
     """A random tiny inflated UNet. With ``randomize_temporal`` the zero-initialised temporal output
     weights get random values too, so tests see temporal attention actually act."""
     from .unet import TuneAVideoUNet
@@ -73,7 +73,7 @@ def tiny_unet(seed: int = 0, randomize_temporal: bool = True, **overrides: objec
     return unet
 
 
-def tiny_text_encoder(seed: int = 0, hidden_size: int = 32):  # noqa: ANN201
+def tiny_text_encoder(seed: int = 0, hidden_size: int = 32):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
@@ -91,7 +91,7 @@ def tiny_text_encoder(seed: int = 0, hidden_size: int = 32):  # noqa: ANN201
     return CLIPTextModel(config).eval()
 
 
-def tiny_vae(seed: int = 0):  # noqa: ANN201
+def tiny_vae(seed: int = 0):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
@@ -148,7 +148,7 @@ def write_test_video(path: str | Path, num_frames: int = 8, size: tuple[int, int
     return path
 
 
-def tiny_controlnet(seed: int = 0, randomize_zero_convs: bool = True, conditioning_channels: int = 3):  # noqa: ANN201
+def tiny_controlnet(seed: int = 0, randomize_zero_convs: bool = True, conditioning_channels: int = 3):
     """A random tiny ``ControlNetModel`` for the tiny UNet (hints at 2x the latent size, like the tiny VAE).
 
     A fresh ControlNet's zero convolutions make every residual 0; ``randomize_zero_convs`` gives them
@@ -170,7 +170,7 @@ def tiny_controlnet(seed: int = 0, randomize_zero_convs: bool = True, conditioni
     return controlnet
 
 
-def tiny_t2i_adapter(seed: int = 0, in_channels: int = 3):  # noqa: ANN201
+def tiny_t2i_adapter(seed: int = 0, in_channels: int = 3):
     """A random tiny full ``T2IAdapter`` whose features fit the tiny UNet's two down blocks (2x downscale)."""
     from diffusers import T2IAdapter
 

@@ -65,7 +65,7 @@ def write_clip_tokenizer_files(folder: str | Path) -> Path:
     return folder
 
 
-def clip_tokenizer(folder: str | Path | None = None):  # noqa: ANN201 - transformers type
+def clip_tokenizer(folder: str | Path | None = None):
     """Return a ``CLIPTokenizer`` with the real CLIP vocabulary, written to ``folder`` (or a temp dir)."""
     import tempfile
 
@@ -79,7 +79,7 @@ def clip_tokenizer(folder: str | Path | None = None):  # noqa: ANN201 - transfor
     return tok
 
 
-def check_tokenizer(tokenizer, where: str = "tokenizer") -> None:  # noqa: ANN001
+def check_tokenizer(tokenizer, where: str = "tokenizer") -> None:
     """Raise if ``tokenizer`` is the silently-empty tokenizer transformers 5 returns for a missing vocab."""
     size = len(tokenizer)
     if size < 1000:

@@ -139,7 +139,7 @@ def _make_accelerator(precision: str, device: torch.device) -> Any:
     from accelerate.state import AcceleratorState
 
     # Accelerator state is a process-wide singleton; each tuning run may use another precision.
-    AcceleratorState._reset_state(reset_partial_state=True)  # noqa: SLF001
+    AcceleratorState._reset_state(reset_partial_state=True)
     return Accelerator(mixed_precision=precision, cpu=device.type == "cpu")
 
 
@@ -186,10 +186,12 @@ def tune(
     from diffusers import DDPMScheduler
 
     unet = pipe.unet
-    device = pipe._execution_device  # noqa: SLF001
+    device = pipe._execution_device
     precision = _resolve_precision(config, device)
     if precision == "no" and unet.dtype != torch.float32:
-        raise InputError(f"tuning a {unet.dtype} UNet needs mixed precision (fp16/bf16); load the model in fp32 to use 'no'")
+        raise InputError(
+            f"tuning a {unet.dtype} UNet needs mixed precision (fp16/bf16); load the model in fp32 to use 'no'"
+        )
     generator = torch.Generator(device=device).manual_seed(config.seed)
     torch.manual_seed(config.seed)
 

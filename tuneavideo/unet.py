@@ -141,7 +141,9 @@ class TuneAVideoUNet(UNet2DConditionModel):
         return model.to(device=unet.device, dtype=unet.dtype)
 
     @classmethod
-    def from_pretrained_2d(cls, pretrained_model_path: str, subfolder: str | None = None, **kwargs: Any) -> TuneAVideoUNet:
+    def from_pretrained_2d(
+        cls, pretrained_model_path: str, subfolder: str | None = None, **kwargs: Any
+    ) -> TuneAVideoUNet:
         """The official loader's name: inflate a 2D SD UNet folder (see :func:`tuneavideo.load_unet`)."""
         from .loading import load_unet
 
@@ -154,7 +156,7 @@ class TuneAVideoUNet(UNet2DConditionModel):
             raise ValueError(f"attention backend must be one of {ATTENTION_BACKENDS}, got {backend!r}")
         if backend == "xformers":
             try:
-                import xformers.ops  # noqa: F401, PLC0415
+                import xformers.ops  # noqa: F401
             except ImportError as exc:
                 raise ImportError("xformers is not installed: pip install xformers (GPU only)") from exc
             if not torch.cuda.is_available():

@@ -29,11 +29,12 @@ import re
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -121,8 +122,7 @@ def _run(args: list[str], timeout: float | None = None, stdin: bytes | None = No
     return subprocess.run(
         [*head, *args],
         input=stdin,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        capture_output=True,
         timeout=timeout,
         check=False,
     )
@@ -286,7 +286,7 @@ def resize_frame(frame: np.ndarray, width: int, height: int, mode: str = "crop")
     return cv2.resize(np.ascontiguousarray(frame), (width, height), interpolation=interp)
 
 
-def _read_ppm(stream) -> np.ndarray | None:  # noqa: ANN001 - a binary file object
+def _read_ppm(stream) -> np.ndarray | None:
     """Read one binary PPM (P6, maxval 255) image from ``stream``; ``None`` at a clean EOF."""
     tokens: list[bytes] = []
     buf = b""
@@ -613,9 +613,7 @@ def _tile(images: np.ndarray, ncols: int, padding: int, pad_value: int) -> np.nd
     n, h, w, c = images.shape
     cols = max(1, min(ncols, n))
     rows = math.ceil(n / cols)
-    grid = np.full(
-        (rows * h + (rows + 1) * padding, cols * w + (cols + 1) * padding, c), pad_value, dtype=images.dtype
-    )
+    grid = np.full((rows * h + (rows + 1) * padding, cols * w + (cols + 1) * padding, c), pad_value, dtype=images.dtype)
     for i in range(n):
         r, col = divmod(i, cols)
         y = padding + r * (h + padding)

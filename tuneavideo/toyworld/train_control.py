@@ -83,13 +83,14 @@ def hint_for(kind: str, image: np.ndarray, truth) -> np.ndarray:
 
 
 def render_control_chunk(
-    kind: str, seed: int, index: int, count: int, cfg: DataConfig = DataConfig()
+    kind: str, seed: int, index: int, count: int, cfg: DataConfig | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """``count`` training images, their one-channel hints ``(n, h, w)`` and captions; depends only on the args.
 
     Scenes and captions are drawn by :func:`tuneavideo.toyworld.data.draw_training_scene` (held-out combinations
     excluded), as for the base model's training set.
     """
+    cfg = cfg or DataConfig()
     import cv2
 
     cv2.setNumThreads(1)
@@ -180,7 +181,9 @@ def build_control_model(
 def controlled_unet(kind: str, model, unet, xt, t, ctx, cond, scale: float = 1.0):
     """Noise prediction of the frozen ``unet`` under the control ``model`` (``cond``: hints in [0, 1], NCHW)."""
     if kind == "controlnet":
-        down, mid = model(xt, t, encoder_hidden_states=ctx, controlnet_cond=cond, conditioning_scale=scale, return_dict=False)
+        down, mid = model(
+            xt, t, encoder_hidden_states=ctx, controlnet_cond=cond, conditioning_scale=scale, return_dict=False
+        )
         return unet(
             xt, t, encoder_hidden_states=ctx, down_block_additional_residuals=down, mid_block_additional_residual=mid
         ).sample
@@ -413,7 +416,9 @@ def log(event: str, **fields: Any) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m tuneavideo.toyworld.train_control", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m tuneavideo.toyworld.train_control", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--kind", choices=KINDS, required=True)
     p.add_argument("--base", type=Path, default=DEFAULT_BASE, help="the toy-world pipeline folder (frozen)")
     p.add_argument("--out", type=Path, default=None, help="folder to write (default: models/toy-world-<kind>-<hint>)")
@@ -440,7 +445,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default per kind)")
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--timesteps", choices=("uniform", "cubic"), default="cubic", help="timestep sampling (see sample_timesteps)")
+    p.add_argument(
+        "--timesteps", choices=("uniform", "cubic"), default="cubic", help="timestep sampling (see sample_timesteps)"
+    )
     p.add_argument("--cfg-drop", type=float, default=0.1, help="fraction of empty captions")
     p.add_argument(
         "--cond-init", choices=("zero", "kaiming"), default="kaiming",
@@ -525,9 +532,7 @@ def _run(args: argparse.Namespace, t_start: float) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     log("model", cls=type(model).__name__, params=n_params, elapsed=round(time.time() - t_start, 1))
 
-    data_cfg = replace(
-        DataConfig(), size=args.size, size_range=args.size_range, two_size_range=args.two_size_range
-    )
+    data_cfg = replace(DataConfig(), size=args.size, size_range=args.size_range, two_size_range=args.two_size_range)
     mean, std, hints, captions, secs = encode_set(vae, args.kind, args, data_cfg, device, amp)
     log("data", images=len(captions), seconds=round(secs, 1), elapsed=round(time.time() - t_start, 1))
     tokens = CaptionTokens(tokenizer)

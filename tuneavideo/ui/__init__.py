@@ -31,7 +31,7 @@ __all__ = ["banner_text", "build_demo", "example_dir", "help_text"]
 EXAMPLES_SESSION = "examples"  # cached examples' artifacts are held by this never-released session
 
 
-def banner_text(engine) -> str:  # noqa: ANN001 - Engine
+def banner_text(engine) -> str:
     info = engine.describe()
     return (
         f"### Tune-A-Video: one-shot video tuning and editing\n"
@@ -40,7 +40,7 @@ def banner_text(engine) -> str:  # noqa: ANN001 - Engine
     )
 
 
-def help_text(engine) -> str:  # noqa: ANN001
+def help_text(engine) -> str:
     def table(title: str, rows: dict[str, str]) -> str:
         lines = [f"#### {title}", "| knob | what it does |", "|---|---|"]
         lines += [f"| {name.replace('_', ' ')} | {text} |" for name, text in rows.items()]
@@ -86,13 +86,13 @@ def _example_rows(examples: list[Example]) -> list[list[Any]]:
     ]
 
 
-def example_dir(engine, settings=None) -> Path:  # noqa: ANN001
+def example_dir(engine, settings=None) -> Path:
     """Where the built-in example clip is written (the cache dir, else the engine's output dir)."""
     settings = settings or engine.settings
     return Path(settings.cache_dir or engine.output_root) / "examples"
 
 
-def build_demo(engine, settings=None) -> gr.Blocks:  # noqa: ANN001 - Engine, Settings
+def build_demo(engine, settings=None) -> gr.Blocks:
     """The whole app over one :class:`~tuneavideo.engine.Engine` (``settings`` default: the engine's)."""
     settings = settings or engine.settings
     examples = load_examples(engine, fallback_dir=example_dir(engine, settings))
@@ -120,8 +120,19 @@ def build_demo(engine, settings=None) -> gr.Blocks:  # noqa: ANN001 - Engine, Se
                 inputs = [tune.video, tune.prompt, tune.num_frames, tune.width, tune.height, tune.stride,
                           tune.start_time, tune.steps, tune.learning_rate, tune.seed, edit.prompts]  # fmt: skip
 
-                def run_example(video, prompt, num_frames, width, height, stride, start_time, steps,  # noqa: ANN001
-                                learning_rate, seed, edit_prompts):  # noqa: ANN001
+                def run_example(
+                    video,
+                    prompt,
+                    num_frames,
+                    width,
+                    height,
+                    stride,
+                    start_time,
+                    steps,
+                    learning_rate,
+                    seed,
+                    edit_prompts,
+                ):
                     """Tune an example (cached runs are held by a session that is never released)."""
                     from .tab_tune import _configs
 
@@ -169,4 +180,3 @@ def build_demo(engine, settings=None) -> gr.Blocks:  # noqa: ANN001 - Engine, Se
         demo.unload(release)
     demo.heavy_concurrency_id = HEAVY  # for tests and app.py
     return demo
-

@@ -24,7 +24,7 @@ class Example:
     sample: SampleConfig
 
 
-def _preset_fits(base_model: str, engine) -> bool:  # noqa: ANN001 - Engine, imported lazily
+def _preset_fits(base_model: str, engine) -> bool:
     """Use a preset's sizes/steps only when it was written for the loaded kind of model."""
     from ..settings import detect_model_kind
 
@@ -34,7 +34,7 @@ def _preset_fits(base_model: str, engine) -> bool:  # noqa: ANN001 - Engine, imp
     return detect_model_kind(base_model) == engine.settings.model_kind and engine.settings.model_kind != "custom"
 
 
-def load_examples(engine, preset_dir: str | Path = PRESET_DIR, fallback_dir: str | Path | None = None) -> list[Example]:  # noqa: ANN001
+def load_examples(engine, preset_dir: str | Path = PRESET_DIR, fallback_dir: str | Path | None = None) -> list[Example]:
     """Presets with a readable clip; knobs come from the preset when it fits the loaded model, else the profile's."""
     prof = engine.profile
     examples = []
@@ -64,7 +64,7 @@ def load_examples(engine, preset_dir: str | Path = PRESET_DIR, fallback_dir: str
     return examples
 
 
-def _toy_world_example(engine, folder: Path) -> Example | None:  # noqa: ANN001
+def _toy_world_example(engine, folder: Path) -> Example | None:
     """For the toy-world model: a rendered clip of its own world (a red circle moving right on blue)."""
     try:
         from ..toyworld.render import MotionSpec, ObjectSpec, SceneSpec, VideoSceneSpec, write_example_clip
@@ -89,12 +89,12 @@ def _toy_world_example(engine, folder: Path) -> Example | None:  # noqa: ANN001
             invert=prof.invert,
             sample=prof.sample,
         )
-    except Exception as exc:  # noqa: BLE001 - the renderer is optional here; fall back to the plain clip
+    except Exception as exc:
         logger.warning("no toy-world example clip: %s", exc)
         return None
 
 
-def synthetic_example(engine, folder: str | Path) -> Example:  # noqa: ANN001
+def synthetic_example(engine, folder: str | Path) -> Example:
     """A clip the loaded model can work with, written once: a toy-world scene, else a red square moving right."""
     from ..testing import write_test_video
 

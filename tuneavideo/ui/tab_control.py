@@ -18,12 +18,20 @@ from ..control import (
     toy_world_control_defaults,
     with_default_depth_backend,
 )
-from ..errors import InputError
-from ..errors import Cancelled
+from ..errors import Cancelled, InputError
 from ..hints import HINT_KINDS, HintConfig
 from ..settings import ROOT
 from .tab_edit import resolve_model
-from .widgets import HEAVY, MAX_SEED, ProgressAdapter, cancelled_text, engine_errors, resolve_seed, session_id, split_prompts
+from .widgets import (
+    HEAVY,
+    MAX_SEED,
+    ProgressAdapter,
+    cancelled_text,
+    engine_errors,
+    resolve_seed,
+    session_id,
+    split_prompts,
+)
 
 CONTROL_TYPES = [("ControlNet", "controlnet"), ("T2I-Adapter", "t2i_adapter")]
 HELP = {
@@ -114,14 +122,16 @@ def control_model_choices(local: list[tuple[str, str]]) -> list[str]:
     return [folder for _, folder in local] + hub
 
 
-def build_control_tab(engine, handle: gr.State) -> ControlTab:  # noqa: ANN001 - Engine
+def build_control_tab(engine, handle: gr.State) -> ControlTab:
     scfg = engine.profile.sample
     local = local_control_models()
     base = engine.settings.model
     toy = toy_world_control_defaults(base)
     first_hint, first_type = default_pair(base)
     if toy is not None:
-        have = ", ".join(f"{h} ({'ControlNet' if k == 'controlnet' else 'T2I-Adapter'})" for k, by in toy.items() for h in by)
+        have = ", ".join(
+            f"{h} ({'ControlNet' if k == 'controlnet' else 'T2I-Adapter'})" for k, by in toy.items() for h in by
+        )
         gr.Markdown(
             f"Toy-world base: its own control models are picked for you: {have}. Depth hints here are the "
             "objects' silhouettes, read from the frames. Try a toy example, then a prompt with a new colour."
@@ -137,7 +147,9 @@ def build_control_tab(engine, handle: gr.State) -> ControlTab:  # noqa: ANN001 -
             prompts = gr.Textbox(label="Prompt(s)", lines=2, placeholder="an astronaut is dancing on the moon",
                                  info="One per line.", elem_id="control-prompts")  # fmt: skip
             with gr.Row():
-                hint = gr.Radio(list(HINT_KINDS), value=first_hint, label="Hint", info=HELP["hint"], elem_id="control-hint")
+                hint = gr.Radio(
+                    list(HINT_KINDS), value=first_hint, label="Hint", info=HELP["hint"], elem_id="control-hint"
+                )
                 control_type = gr.Radio(CONTROL_TYPES, value=first_type, label="Control model type",
                                         info=HELP["control_type"], elem_id="control-type")  # fmt: skip
             control_model = gr.Dropdown(choices=control_model_choices(local), allow_custom_value=True,
@@ -149,8 +161,9 @@ def build_control_tab(engine, handle: gr.State) -> ControlTab:  # noqa: ANN001 -
                 end = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="End")
             driving_video = gr.Video(label="Driving video (optional)", sources=["upload"], height=200)
             with gr.Row():
-                steps = gr.Slider(1, 150, value=scfg.num_inference_steps, step=1, label="Sampling steps",
-                                  elem_id="control-steps")
+                steps = gr.Slider(
+                    1, 150, value=scfg.num_inference_steps, step=1, label="Sampling steps", elem_id="control-steps"
+                )
                 guidance_scale = gr.Slider(1.0, 25.0, value=scfg.guidance_scale, step=0.5, label="Guidance")
                 seed = gr.Number(label="Seed", value=scfg.seed if scfg.seed is not None else -1, precision=0,
                                  minimum=-1, maximum=MAX_SEED)  # fmt: skip
@@ -241,8 +254,24 @@ def build_control_tab(engine, handle: gr.State) -> ControlTab:  # noqa: ANN001 -
 
     event = button.click(
         control,
-        inputs=[prompts, hint, control_type, control_model, scale, start, end, steps, guidance_scale, seed,
-                use_inversion, low_threshold, high_threshold, model, driving_video, handle],  # fmt: skip
+        inputs=[
+            prompts,
+            hint,
+            control_type,
+            control_model,
+            scale,
+            start,
+            end,
+            steps,
+            guidance_scale,
+            seed,
+            use_inversion,
+            low_threshold,
+            high_threshold,
+            model,
+            driving_video,
+            handle,
+        ],  # fmt: skip
         outputs=[hints_video, video, side_by_side, status],
         api_name="control",
         concurrency_id=HEAVY,

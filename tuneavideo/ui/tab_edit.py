@@ -63,7 +63,7 @@ def resolve_model(model: str | None, handle: dict | None) -> str | None:
     return model or (handle or {}).get("tune_key")
 
 
-def build_edit_tab(engine, handle: gr.State) -> EditTab:  # noqa: ANN001 - Engine
+def build_edit_tab(engine, handle: gr.State) -> EditTab:
     prof = engine.profile
     scfg = prof.sample
     with gr.Row():
@@ -104,7 +104,7 @@ def build_edit_tab(engine, handle: gr.State) -> EditTab:  # noqa: ANN001 - Engin
             side_by_side = gr.Video(label="Source | edit", interactive=False, height=240)
             gif = gr.Image(label="GIF", type="filepath", interactive=False, height=240)
 
-    def _sample_config(steps, guidance_scale, negative_prompt, seed, use_inversion) -> SampleConfig:  # noqa: ANN001
+    def _sample_config(steps, guidance_scale, negative_prompt, seed, use_inversion) -> SampleConfig:
         return dataclasses.replace(
             prof.sample,
             num_inference_steps=int(steps),
@@ -114,7 +114,7 @@ def build_edit_tab(engine, handle: gr.State) -> EditTab:  # noqa: ANN001 - Engin
             use_inversion=bool(use_inversion),
         )
 
-    def _outputs(result) -> tuple:  # noqa: ANN001
+    def _outputs(result) -> tuple:
         return result.video_path, result.side_by_side_path, result.gif_path, result.status
 
     def edit(
@@ -225,7 +225,11 @@ def build_edit_tab(engine, handle: gr.State) -> EditTab:  # noqa: ANN001 - Engin
             raise gr.Error("Choose a tuned-weights file (.zip from the Tune tab) first.", title="Nothing to load")
         with engine_errors("loading tuned weights"):
             result = engine.load_tuned(session_id(request), upload, video_path=upload_video or None)
-        how = "with its source video (inversion available)" if result.video_key else "without a source video (edits start from noise)"
+        how = (
+            "with its source video (inversion available)"
+            if result.video_key
+            else "without a source video (edits start from noise)"
+        )
         return f"Loaded {result.label} {how}.", {**(handle or {}), **result.handle}
 
     load_event = load_button.click(

@@ -56,7 +56,9 @@ class TuneTab:
     knobs: list[Any] = dataclasses.field(default_factory=list)
 
 
-def _configs(engine, num_frames, width, height, stride, start_time, resize, steps, learning_rate, seed, gradient_checkpointing):  # noqa: ANN001, PLR0913
+def _configs(
+    engine, num_frames, width, height, stride, start_time, resize, steps, learning_rate, seed, gradient_checkpointing
+):
     spec = VideoSpec(
         num_frames=int(num_frames),
         width=int(width),
@@ -75,18 +77,19 @@ def _configs(engine, num_frames, width, height, stride, start_time, resize, step
     return spec, config
 
 
-def estimate_text(engine, num_frames, width, height, stride, start_time, resize, steps, learning_rate, seed,  # noqa: ANN001, PLR0913
-                  gradient_checkpointing) -> str:  # noqa: ANN001
+def estimate_text(
+    engine, num_frames, width, height, stride, start_time, resize, steps, learning_rate, seed, gradient_checkpointing
+) -> str:
     """Markdown estimate of tuning + editing with these knobs on the engine's device."""
     try:
         spec, config = _configs(engine, num_frames, width, height, stride, start_time, resize, steps, learning_rate,
                                 0, gradient_checkpointing)  # fmt: skip
-    except Exception as exc:  # noqa: BLE001 - half-typed values: show why, don't fail
+    except Exception as exc:
         return f"Estimate: {exc}"
     return "**Estimate:** " + engine.estimate(spec, config)["text"]
 
 
-def build_tune_tab(engine, handle: gr.State) -> TuneTab:  # noqa: ANN001 - Engine
+def build_tune_tab(engine, handle: gr.State) -> TuneTab:
     """Build the Tune tab inside the current Blocks context; ``handle`` is the session's small state."""
     prof = engine.profile
     spec, tcfg = prof.video, prof.tune
@@ -102,7 +105,9 @@ def build_tune_tab(engine, handle: gr.State) -> TuneTab:  # noqa: ANN001 - Engin
             with gr.Row():
                 width = gr.Slider(prof.size_step, prof.max_size, value=spec.width, step=prof.size_step, label="Width",
                                   info=HELP["size"])  # fmt: skip
-                height = gr.Slider(prof.size_step, prof.max_size, value=spec.height, step=prof.size_step, label="Height")
+                height = gr.Slider(
+                    prof.size_step, prof.max_size, value=spec.height, step=prof.size_step, label="Height"
+                )
             with gr.Row():
                 steps = gr.Slider(1, 1000, value=tcfg.max_train_steps, step=1, label="Tuning steps", info=HELP["steps"])
                 learning_rate = gr.Number(label="Learning rate", value=tcfg.learning_rate, info=HELP["learning_rate"])
@@ -121,7 +126,9 @@ def build_tune_tab(engine, handle: gr.State) -> TuneTab:  # noqa: ANN001 - Engin
         with gr.Column(scale=1):
             status = gr.Markdown("Upload a clip (or pick an example), describe it, then press **Tune**.",
                                  elem_id="tune-status")  # fmt: skip
-            preview = gr.Video(label="Preview: the tuned model, source prompt, from noise", interactive=False, height=320)
+            preview = gr.Video(
+                label="Preview: the tuned model, source prompt, from noise", interactive=False, height=320
+            )
             losses = gr.LinePlot(x="step", y="loss", label="Training loss", height=220)
             download = gr.File(label="Tuned weights (upload them later in the Edit tab)", interactive=False)
 
@@ -169,8 +176,22 @@ def build_tune_tab(engine, handle: gr.State) -> TuneTab:  # noqa: ANN001 - Engin
 
     tune_event = tune_button.click(
         tune,
-        inputs=[video, prompt, start_time, stride, num_frames, width, height, steps, learning_rate, seed, resize,
-                preview_steps, gradient_checkpointing, handle],  # fmt: skip
+        inputs=[
+            video,
+            prompt,
+            start_time,
+            stride,
+            num_frames,
+            width,
+            height,
+            steps,
+            learning_rate,
+            seed,
+            resize,
+            preview_steps,
+            gradient_checkpointing,
+            handle,
+        ],  # fmt: skip
         outputs=[preview, download, losses, status, handle],
         api_name="tune",
         concurrency_id=HEAVY,
@@ -183,7 +204,9 @@ def build_tune_tab(engine, handle: gr.State) -> TuneTab:  # noqa: ANN001 - Engin
 
     cancel_button.click(cancel, inputs=None, outputs=status, api_name="cancel", queue=False, cancels=[tune_event])
 
-    def estimate(num_frames, width, height, stride, start_time, resize, steps, learning_rate, seed, gradient_checkpointing) -> str:  # noqa: ANN001
+    def estimate(
+        num_frames, width, height, stride, start_time, resize, steps, learning_rate, seed, gradient_checkpointing
+    ) -> str:
         """Time and memory estimate for these settings on this device."""
         return estimate_text(engine, num_frames, width, height, stride, start_time, resize, steps, learning_rate,
                              seed, gradient_checkpointing)  # fmt: skip

@@ -80,7 +80,7 @@ def engine_errors(action: str) -> Iterator[None]:
         raise gr.Error(str(exc), title="Model could not be loaded", print_exception=False) from exc
     except TuneAVideoError as exc:
         raise gr.Error(str(exc), title=f"Error while {action}") from exc
-    except Exception as exc:  # noqa: BLE001 - the UI must explain every failure
+    except Exception as exc:
         import torch
 
         if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
