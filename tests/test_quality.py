@@ -247,7 +247,7 @@ CI_MAX_FLICKER = 1.0
 
 @pytest.mark.skipif(
     not (TOY_MODEL / "model_index.json").is_file(),
-    reason="models/toy-world is absent (train it: python -m tuneavideo.toyworld.train, see its docstring)",
+    reason="models/toy-world is absent (train it: python -m training.toyworld.train, see its docstring)",
 )
 def test_toy_world_quality_floor(one_thread: None) -> None:
     """The CI subset (a shape and a colour edit) on the embedded model, CPU-sized: tuning must learn the

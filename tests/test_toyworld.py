@@ -13,8 +13,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from training.toyworld.data import eval_prompts, render_chunk
 from tuneavideo.toyworld.classify import classify_image, motion_direction, score_truth
-from tuneavideo.toyworld.data import eval_prompts, render_chunk
 from tuneavideo.toyworld.render import (
     ALL_SHAPES,
     COLORS,
@@ -203,7 +203,7 @@ def test_smoke_training_writes_a_loadable_pipeline(tmp_path):
     import torch
     from diffusers import StableDiffusionPipeline
 
-    from tuneavideo.toyworld import train
+    from training.toyworld import train
 
     out, work = tmp_path / "pipe", tmp_path / "work"
     summary = train.main(["--smoke", "--out", str(out), "--work", str(work)])
@@ -258,7 +258,7 @@ def test_embedded_model_folder():
 def test_embedded_model_draws_the_caption():
     import torch
 
-    from tuneavideo.toyworld.evaluate import load_pipeline
+    from training.toyworld.evaluate import load_pipeline
 
     pipe = load_pipeline(MODEL)
     prompts = ["a red circle on a blue background", "a yellow square on a black background"]

@@ -1,8 +1,7 @@
-"""The toy world: procedurally rendered shapes with exact ground truth, a classifier that reads them back,
-and the training/evaluation code of the embedded toy-world text-to-image model (``models/toy-world``).
+"""The toy world: procedurally rendered shapes with exact ground truth, and a classifier that reads them back.
 
-Only numpy, PIL and OpenCV are needed for rendering and classifying; torch/diffusers are imported lazily
-by :mod:`tuneavideo.toyworld.train` and :mod:`tuneavideo.toyworld.evaluate`.
+Only numpy, PIL and OpenCV are needed. The training and evaluation code of the embedded toy-world models
+lives outside the package, in ``training/toyworld`` of a source checkout.
 """
 
 from __future__ import annotations

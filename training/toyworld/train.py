@@ -14,9 +14,9 @@ standard diffusers ``StableDiffusionPipeline`` folder in fp16 safetensors (``--o
 
 Examples::
 
-    python -m tuneavideo.toyworld.train --smoke --out /tmp/toy      # CPU, seconds: CI
-    python -m tuneavideo.toyworld.train --device cuda --out models/toy-world --vae-time 140 --unet-time 300
-    python -m tuneavideo.toyworld.train --device cuda --init-from models/toy-world --stages unet --unet-time 420
+    python -m training.toyworld.train --smoke --out /tmp/toy      # CPU, seconds: CI
+    python -m training.toyworld.train --device cuda --out models/toy-world --vae-time 140 --unet-time 300
+    python -m training.toyworld.train --device cuda --init-from models/toy-world --stages unet --unet-time 420
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def build_unet(cfg: ModelConfig):
 def build_text_encoder(cfg: ModelConfig):
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from ..tokenizer import CLIP_VOCAB_SIZE
+    from tuneavideo.tokenizer import CLIP_VOCAB_SIZE
 
     config = CLIPTextConfig(
         vocab_size=CLIP_VOCAB_SIZE,
@@ -153,7 +153,7 @@ def build_scheduler():
 def build_tokenizer(folder: Path):
     from transformers import CLIPTokenizer
 
-    from ..tokenizer import check_tokenizer, write_clip_tokenizer_files
+    from tuneavideo.tokenizer import check_tokenizer, write_clip_tokenizer_files
 
     write_clip_tokenizer_files(folder)
     tok = CLIPTokenizer.from_pretrained(str(folder))
@@ -575,7 +575,7 @@ def train_unet(unet, text_encoder, latents, captions_ids, args, device: str, sta
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m tuneavideo.toyworld.train", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m training.toyworld.train", description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--out", type=Path, default=Path("models/toy-world"), help="pipeline folder to write (fp16 safetensors)"
     )

@@ -15,7 +15,7 @@ hint fixes the layout; ``--timesteps uniform`` for the plain draw):
   ``tuneavideo.toyworld.render.render_depth_hint``; its features enter as
   ``down_intrablock_additional_residuals``.
 
-Training images are rendered exactly like the base model's (``tuneavideo.toyworld.data``: same scene
+Training images are rendered exactly like the base model's (``training.toyworld.data``: same scene
 distribution, captions and held-out combinations), encoded once with the frozen VAE (posterior mean and
 std; a fresh latent sample each step), their hints kept as one-channel uint8. The result is saved as an
 fp16 safetensors diffusers folder plus ``training.json`` (arguments, steps, losses, a quick fidelity check).
@@ -24,14 +24,14 @@ while ``--time`` budgets by wall clock (the schedule follows seconds, so the ste
 
 Examples::
 
-    python -m tuneavideo.toyworld.train_control --kind controlnet --smoke --out /tmp/cn   # CPU, < 60 s
+    python -m training.toyworld.train_control --kind controlnet --smoke --out /tmp/cn   # CPU, < 60 s
     # what the shipped models ran (one H100, bf16 autocast, ~6.5 min each, run side by side on the one GPU)
-    python -m tuneavideo.toyworld.train_control --kind controlnet --device cuda --num-images 60000 --batch 256 \
+    python -m training.toyworld.train_control --kind controlnet --device cuda --num-images 60000 --batch 256 \
         --workers 5 --time 330 --eval-n 64 --log-every 100 --out models/toy-world-controlnet-canny
-    python -m tuneavideo.toyworld.train_control --kind t2i_adapter --device cuda --num-images 60000 --batch 256 \
+    python -m training.toyworld.train_control --kind t2i_adapter --device cuda --num-images 60000 --batch 256 \
         --workers 5 --time 330 --eval-n 64 --log-every 100 --out models/toy-world-t2i-adapter-depth
     # a CPU-sized run (what a 2-core machine manages in ~10 min; the adapter reached IoU 0.76 this way)
-    python -m tuneavideo.toyworld.train_control --kind t2i_adapter --device cpu --num-images 1500 --batch 16 \
+    python -m training.toyworld.train_control --kind t2i_adapter --device cpu --num-images 1500 --batch 16 \
         --warmup 20 --time 600 --eval-n 16 --eval-steps 20 --out /tmp/t2i
 
 """
@@ -54,14 +54,17 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import numpy as np
 
+import tuneavideo
+from tuneavideo.toyworld.render import random_scene, render_depth_hint, render_image
+
 from .data import DataConfig, draw_training_scene, iter_chunks
-from .render import random_scene, render_depth_hint, render_image
 
 KINDS = ("controlnet", "t2i_adapter")
 #: The hint each kind of control model is trained on.
 HINT_OF_KIND = {"controlnet": "canny", "t2i_adapter": "depth"}
 CANNY_LOW, CANNY_HIGH = 100, 200
-DEFAULT_BASE = Path(__file__).resolve().parents[2] / "models" / "toy-world"
+#: The embedded base model, inside the package (``models/`` at the top of a checkout links to the same folder).
+DEFAULT_BASE = Path(tuneavideo.__file__).resolve().parent / "models" / "toy-world"
 #: Channels of the ControlNet's hint embedding (diffusers' default is (16, 32, 96, 256)): four levels, x8.
 CONTROLNET_COND_CHANNELS = (16, 32, 64, 128)
 
@@ -74,7 +77,7 @@ CONTROLNET_COND_CHANNELS = (16, 32, 64, 128)
 def hint_for(kind: str, image: np.ndarray, truth) -> np.ndarray:
     """The uint8 ``(h, w, 3)`` hint a model of ``kind`` is trained on, for one rendered image."""
     if kind == "controlnet":
-        from ..hints import canny_hint
+        from tuneavideo.hints import canny_hint
 
         return canny_hint(image, low_threshold=CANNY_LOW, high_threshold=CANNY_HIGH)
     if kind == "t2i_adapter":
@@ -87,7 +90,7 @@ def render_control_chunk(
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """``count`` training images, their one-channel hints ``(n, h, w)`` and captions; depends only on the args.
 
-    Scenes and captions are drawn by :func:`tuneavideo.toyworld.data.draw_training_scene` (held-out combinations
+    Scenes and captions are drawn by :func:`training.toyworld.data.draw_training_scene` (held-out combinations
     excluded), as for the base model's training set.
     """
     cfg = cfg or DataConfig()
@@ -371,7 +374,7 @@ def quick_fidelity(kind, model, unet, text_encoder, vae, tokens, args, device, a
     Reports the mean IoU of the classified object's mask with the scene's object mask, the centroid error
     (px) and the fraction of images whose object colour is read back right.
     """
-    from .classify import classify_image
+    from tuneavideo.toyworld.classify import classify_image
 
     rng = np.random.default_rng([args.seed, 99])
     scenes = [random_scene(rng, num_objects=1, texture_prob=0.0) for _ in range(args.eval_n)]
@@ -416,9 +419,7 @@ def log(event: str, **fields: Any) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m tuneavideo.toyworld.train_control", description=__doc__.split("\n\n")[0]
-    )
+    p = argparse.ArgumentParser(prog="python -m training.toyworld.train_control", description=__doc__.split("\n\n")[0])
     p.add_argument("--kind", choices=KINDS, required=True)
     p.add_argument("--base", type=Path, default=DEFAULT_BASE, help="the toy-world pipeline folder (frozen)")
     p.add_argument("--out", type=Path, default=None, help="folder to write (default: models/toy-world-<kind>-<hint>)")

@@ -2,7 +2,7 @@
 its caption asks for? Captions come from combinations seen in training and from held-out ones; each image is
 read back with :mod:`tuneavideo.toyworld.classify` and compared with the caption's ground truth.
 
-    python -m tuneavideo.toyworld.evaluate --model models/toy-world --n 100 --steps 25 --guidance 5
+    python -m training.toyworld.evaluate --model models/toy-world --n 100 --steps 25 --guidance 5
 
 prints one JSON object (``seen`` / ``held_out``: fraction right for colour, shape, background and all three).
 """
@@ -22,9 +22,10 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import numpy as np
 
-from .classify import classify_image, score_against
+from tuneavideo.toyworld.classify import classify_image, score_against
+from tuneavideo.toyworld.render import TEXTURES, random_scene, render_image
+
 from .data import EvalPrompt, eval_prompts
-from .render import TEXTURES, random_scene, render_image
 
 
 def _classify_one(args: tuple[np.ndarray, str, str, str]) -> dict[str, object]:
@@ -199,7 +200,7 @@ def evaluate_folder(
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
-    p = argparse.ArgumentParser(prog="python -m tuneavideo.toyworld.evaluate", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m training.toyworld.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, default=Path("models/toy-world"))
     p.add_argument("--n", type=int, default=100, help="prompts per split (seen, held out)")
     p.add_argument("--steps", type=int, default=25, help="DDIM steps")

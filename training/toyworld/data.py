@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .render import (
+from tuneavideo.toyworld.render import (
     ALL_SHAPES,
     COLOR_NAMES,
     MOTIONS,
@@ -150,7 +150,7 @@ def eval_prompts(
     for color, shape, bg_name in picks:
         parts = bg_name.split(" ")
         texture = parts[1] if len(parts) > 1 else "plain"
-        from .render import ObjectSpec, SceneSpec
+        from tuneavideo.toyworld.render import ObjectSpec, SceneSpec
 
         scene = SceneSpec((ObjectSpec(shape, color),), parts[0], texture)
         kind = MotionSpec(MOTIONS[int(rng.integers(len(MOTIONS)))]) if motion else None
