@@ -16,13 +16,13 @@ import sys
 import numpy as np
 import pytest
 
-from tuneavideo import hints
 from tuneavideo.errors import InputError, MissingDependencyError, ModelLoadError, VideoError
 from tuneavideo.hints import (
     HINT_KINDS,
     OPENPOSE_COLORS,
     OPENPOSE_KEYPOINTS,
     HintConfig,
+    HintModels,
     draw_openpose,
     extract_hints,
     hint_cache_key,
@@ -246,7 +246,6 @@ def test_missing_controlnet_aux(monkeypatch):
 
 
 def test_missing_transformers(monkeypatch):
-    hints.clear_model_cache()
     monkeypatch.setitem(sys.modules, "transformers", None)
     with pytest.raises(MissingDependencyError, match="transformers"):
         extract_hints(np.zeros((1, 8, 8, 3), np.uint8), HintConfig("depth", device="cpu"))
@@ -331,8 +330,15 @@ def test_depth_with_tiny_model(tiny_depth_model):
     # per-frame normalisation would stretch every frame to 0..255; clip-level does not
     assert any(f.max() < 255 or f.min() > 0 for f in out[..., 0])
 
-    # the same config gives the same hints (the loaded model is cached)
+    # the same config gives the same hints, also through a HintModels that keeps the loaded pipeline
     assert np.array_equal(extract_hints(frames, cfg), out)
+    with HintModels() as models:
+        assert np.array_equal(extract_hints(frames, cfg, models=models), out)
+        pipe = models.depth_pipeline(tiny_depth_model, "cpu")
+        assert np.array_equal(extract_hints(frames, cfg, models=models), out)
+        assert models.depth_pipeline(tiny_depth_model, "cpu") is pipe
+        assert models.loaded() == [("depth", (tiny_depth_model, "cpu"))]
+    assert models.loaded() == []
 
 
 def test_depth_inverted_on_request(tiny_depth_model):
@@ -429,7 +435,6 @@ class _FakeOpenpose:
 def test_openpose_backend_via_controlnet_aux(monkeypatch):
     import types
 
-    hints.clear_model_cache()
     monkeypatch.setitem(sys.modules, "controlnet_aux", types.SimpleNamespace(OpenposeDetector=_FakeOpenpose))
     frames = np.zeros((2, 30, 50, 3), np.uint8)
     out = extract_hints(frames, HintConfig("pose", pose_backend="openpose", pose_model="local/annotators"))
@@ -443,18 +448,38 @@ def test_openpose_backend_via_controlnet_aux(monkeypatch):
     # an explicit openpose request with missing weights is a clear load error
     with pytest.raises(ModelLoadError, match="missing/weights"):
         extract_hints(frames, HintConfig("pose", pose_backend="openpose", pose_model="missing/weights"))
-    hints.clear_model_cache()
+
+
+def test_hint_models_keep_detectors_until_closed(monkeypatch):
+    import types
+
+    monkeypatch.setitem(sys.modules, "controlnet_aux", types.SimpleNamespace(OpenposeDetector=_FakeOpenpose))
+    _FakeOpenpose.loaded.clear()
+    frames = np.zeros((1, 30, 50, 3), np.uint8)
+    for _ in range(2):  # no owner given: a temporary one per call, loaded each time
+        extract_hints(frames, HintConfig("pose", pose_backend="openpose", pose_model="a"))
+    assert _FakeOpenpose.loaded == ["a", "a"]
+    models = HintModels()
+    for name in ("a", "a", "b", "a", "c"):  # kept: the two most recently used
+        extract_hints(frames, HintConfig("pose", pose_backend="openpose", pose_model=name), models=models)
+    assert _FakeOpenpose.loaded == ["a", "a", "a", "b", "c"]
+    assert models.loaded() == [("openpose", ("a",)), ("openpose", ("c",))]
+    with pytest.raises(ModelLoadError):  # a failed load keeps nothing
+        models.openpose("missing/weights")
+    assert len(models.loaded()) == 2
+    models.close()
+    assert models.loaded() == []
+    extract_hints(frames, HintConfig("pose", pose_backend="openpose", pose_model="a"), models=models)
+    assert _FakeOpenpose.loaded[-1] == "a" and models.loaded() == [("openpose", ("a",))]
 
 
 @needs_mediapipe
 def test_auto_pose_falls_back_to_mediapipe_when_openpose_weights_missing(monkeypatch):
     import types
 
-    hints.clear_model_cache()
     monkeypatch.setitem(sys.modules, "controlnet_aux", types.SimpleNamespace(OpenposeDetector=_FakeOpenpose))
     out = extract_hints(np.zeros((1, 32, 32, 3), np.uint8), HintConfig("pose", pose_model="missing/weights"))
     assert out.shape == (1, 32, 32, 3) and not out.any()  # mediapipe: no person, black hint
-    hints.clear_model_cache()
 
 
 def test_midas_backend_normalises_per_clip(monkeypatch):
@@ -478,7 +503,6 @@ def test_midas_backend_normalises_per_clip(monkeypatch):
             det.model = FakeMidasNet()
             return det
 
-    hints.clear_model_cache()
     monkeypatch.setitem(sys.modules, "controlnet_aux", types.SimpleNamespace(MidasDetector=FakeMidasDetector))
     frames = np.stack([np.full((40, 60, 3), v, np.uint8) for v in (0, 100, 200)])
     frames[2, :, :30] = 250
@@ -486,4 +510,3 @@ def test_midas_backend_normalises_per_clip(monkeypatch):
     assert out.shape == frames.shape and out.dtype == np.uint8
     assert out[0].max() == 0 and out[2].max() == 255
     assert 90 < out[1, 20, 30, 0] < 120  # mid-grey frame stays mid-grey (clip-level scaling)
-    hints.clear_model_cache()

@@ -15,12 +15,13 @@ Stable Diffusion 1.5 ControlNets and T2I-Adapters were trained on:
   depth-like map the toy-world T2I-Adapter was trained on.
 
 Heavy optional packages (cv2, mediapipe, transformers, controlnet_aux) are imported lazily, and a
-missing one raises :class:`~tuneavideo.errors.MissingDependencyError` naming what to install.
+missing one raises :class:`~tuneavideo.errors.MissingDependencyError` naming what to install. Loaded
+detectors belong to a :class:`HintModels` the caller owns (no module-level caches): pass one to
+:func:`extract_hints` to reuse them across calls, and ``close()`` it to free them.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib
 import importlib.util
@@ -28,6 +29,9 @@ import json
 import logging
 import math
 import os
+import sys
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,6 +228,93 @@ def _not_available(what: str, model: str, exc: BaseException | None = None) -> M
 
 
 # --------------------------------------------------------------------------------------------
+# loaded detectors, owned by the caller
+# --------------------------------------------------------------------------------------------
+def _load_annotator(detector: str, model: str, feature: str, what: str):
+    """``controlnet_aux.<detector>.from_pretrained(model)``, or a clear error naming ``what`` is missing."""
+    aux = _import_controlnet_aux(feature)
+    try:
+        return getattr(aux, detector).from_pretrained(model)
+    except Exception as exc:
+        raise _not_available(what, model, exc) from exc
+
+
+class HintModels:
+    """The detectors :func:`extract_hints` loads, kept until :meth:`close`: an explicit owner, not a global cache.
+
+    Each detector loads on first use and stays for later calls; the two most recently used depth pipelines
+    and OpenPose detectors and one MiDaS are kept (an older one is dropped when a new one loads). A load
+    that fails keeps nothing. Thread-safe; usable again after ``close()`` (it loads afresh) and as a
+    context manager. mediapipe pose is not kept here: its tracker follows one clip, so each call makes one.
+
+        models = HintModels()
+        hints = extract_hints(frames, HintConfig("depth"), models=models)
+        models.close()
+    """
+
+    #: How many loaded detectors of each kind are kept (least recently used dropped first).
+    KEEP = {"depth": 2, "openpose": 2, "midas": 1}
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[str, OrderedDict[tuple[str, ...], Any]] = {kind: OrderedDict() for kind in self.KEEP}
+
+    def depth_pipeline(self, model: str, device: str) -> Any:
+        """The ``transformers`` depth-estimation pipeline of ``model`` on ``device``."""
+        return self._get("depth", (model, device), lambda: _load_depth_pipeline(model, device))
+
+    def openpose(self, model: str) -> Any:
+        """controlnet_aux's ``OpenposeDetector`` with the weights of ``model`` (hub id or folder)."""
+        return self._get(
+            "openpose",
+            (model,),
+            lambda: _load_annotator(
+                "OpenposeDetector", model, "pose hints (openpose backend)", "OpenPose annotator weights"
+            ),
+        )
+
+    def midas(self, model: str) -> Any:
+        """controlnet_aux's ``MidasDetector`` with the weights of ``model`` (hub id or folder)."""
+        return self._get(
+            "midas",
+            (model,),
+            lambda: _load_annotator("MidasDetector", model, "depth hints (midas backend)", "MiDaS annotator weights"),
+        )
+
+    def loaded(self) -> list[tuple[str, tuple[str, ...]]]:
+        """``(kind, key)`` of every detector held now, oldest first within a kind."""
+        with self._lock:
+            return [(kind, key) for kind, held in self._held.items() for key in held]
+
+    def close(self) -> None:
+        """Drop every loaded detector (and return cached CUDA memory when torch is in use)."""
+        with self._lock:
+            for held in self._held.values():
+                held.clear()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+
+    def __enter__(self) -> HintModels:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _get(self, kind: str, key: tuple[str, ...], load: Callable[[], Any]) -> Any:
+        with self._lock:  # held while loading: two threads never load the same detector twice
+            held = self._held[kind]
+            if key in held:
+                held.move_to_end(key)
+                return held[key]
+            model = load()
+            held[key] = model
+            while len(held) > self.KEEP[kind]:
+                held.popitem(last=False)
+            return model
+
+
+# --------------------------------------------------------------------------------------------
 # input checks and small helpers
 # --------------------------------------------------------------------------------------------
 def _check_frames(frames: Any) -> np.ndarray:
@@ -387,16 +478,8 @@ def _resolve_pose_backend(config: HintConfig) -> str:
     return "openpose" if _controlnet_aux_importable() else "mediapipe"
 
 
-@functools.lru_cache(maxsize=2)
-def _load_openpose(model: str):
-    aux = _import_controlnet_aux("pose hints (openpose backend)")
-    try:
-        return aux.OpenposeDetector.from_pretrained(model)
-    except Exception as exc:
-        raise _not_available("OpenPose annotator weights", model, exc) from exc
-
-
 def _pose_hints_openpose(frames: np.ndarray, config: HintConfig, detector, reporter: ProgressReporter) -> np.ndarray:
+    """controlnet_aux's OpenPose drawing of every frame, at the frame's size (nearest-neighbour)."""
     cv2 = _import_cv2("pose hints")
     out = np.zeros_like(frames)
     for i, frame in enumerate(frames):
@@ -424,12 +507,13 @@ def _pose_hints_mediapipe(frames: np.ndarray, config: HintConfig, reporter: Prog
     return out
 
 
-def _pose_hints(frames: np.ndarray, config: HintConfig, reporter: ProgressReporter) -> np.ndarray:
+def _pose_hints(frames: np.ndarray, config: HintConfig, reporter: ProgressReporter, models: HintModels) -> np.ndarray:
+    """Pose hints by the configured backend; ``auto`` falls back to mediapipe when OpenPose cannot load."""
     _import_cv2("pose hints")
     backend = _resolve_pose_backend(config)
     if backend == "openpose":
         try:
-            detector = _load_openpose(config.pose_model)
+            detector = models.openpose(config.pose_model)
         except ModelLoadError as exc:
             if config.pose_backend == "auto" and importlib.util.find_spec("mediapipe") is not None:
                 logger.warning("OpenPose weights unavailable (%s); falling back to mediapipe pose", exc)
@@ -480,8 +564,8 @@ def _torch_device(config: HintConfig) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-@functools.lru_cache(maxsize=2)
 def _load_depth_pipeline(model: str, device: str):
+    """A ``transformers`` depth-estimation pipeline from a hub id or a local folder."""
     try:
         import transformers
     except ImportError as exc:
@@ -506,12 +590,13 @@ def _depth_is_metric(pipe) -> bool:
 
 
 def _raw_depth_transformers(
-    frames: np.ndarray, config: HintConfig, reporter: ProgressReporter
+    frames: np.ndarray, config: HintConfig, reporter: ProgressReporter, models: HintModels
 ) -> tuple[np.ndarray, bool]:
+    """Raw per-frame depth ``(f, h, w)`` float32 at the frames' size, and whether the model is metric."""
     from PIL import Image
 
     cv2 = _import_cv2("depth hints")
-    pipe = _load_depth_pipeline(config.depth_model, _torch_device(config))
+    pipe = models.depth_pipeline(config.depth_model, _torch_device(config))
     height, width = frames.shape[1:3]
     raw = np.zeros(frames.shape[:3], dtype=np.float32)
     bs = config.depth_batch_size
@@ -533,21 +618,14 @@ def _raw_depth_transformers(
     return raw, _depth_is_metric(pipe)
 
 
-@functools.lru_cache(maxsize=1)
-def _load_midas(model: str):
-    aux = _import_controlnet_aux("depth hints (midas backend)")
-    try:
-        return aux.MidasDetector.from_pretrained(model)
-    except Exception as exc:
-        raise _not_available("MiDaS annotator weights", model, exc) from exc
-
-
-def _raw_depth_midas(frames: np.ndarray, config: HintConfig, reporter: ProgressReporter) -> np.ndarray:
+def _raw_depth_midas(
+    frames: np.ndarray, config: HintConfig, reporter: ProgressReporter, models: HintModels
+) -> np.ndarray:
     """Raw MiDaS inverse depth per frame (the detector's own output is normalised per frame)."""
     import torch
 
     cv2 = _import_cv2("depth hints")
-    detector = _load_midas(config.annotators_model)
+    detector = models.midas(config.annotators_model)
     net = detector.model
     device = next(net.parameters()).device
     height, width = frames.shape[1:3]
@@ -591,13 +669,14 @@ def toyworld_depth_hint(frame: np.ndarray) -> np.ndarray:
     return _grey_to_rgb(_resize(cv2, mask, h, w, nearest=True))
 
 
-def _depth_hints(frames: np.ndarray, config: HintConfig, reporter: ProgressReporter) -> np.ndarray:
+def _depth_hints(frames: np.ndarray, config: HintConfig, reporter: ProgressReporter, models: HintModels) -> np.ndarray:
+    """Depth hints by the configured backend, normalised once for the whole clip."""
     if config.depth_backend == "toyworld":
         return _per_frame(frames, toyworld_depth_hint, reporter)
     if config.depth_backend == "midas":
-        raw, metric = _raw_depth_midas(frames, config, reporter), False
+        raw, metric = _raw_depth_midas(frames, config, reporter, models), False
     else:
-        raw, metric = _raw_depth_transformers(frames, config, reporter)
+        raw, metric = _raw_depth_transformers(frames, config, reporter, models)
     invert = metric if config.depth_invert is None else config.depth_invert
     return normalize_depth(raw, invert=invert)
 
@@ -605,31 +684,35 @@ def _depth_hints(frames: np.ndarray, config: HintConfig, reporter: ProgressRepor
 # --------------------------------------------------------------------------------------------
 # public entry points
 # --------------------------------------------------------------------------------------------
-def extract_hints(frames: np.ndarray, config: HintConfig, progress: ProgressCallback | None = None) -> np.ndarray:
+def extract_hints(
+    frames: np.ndarray,
+    config: HintConfig,
+    progress: ProgressCallback | None = None,
+    models: HintModels | None = None,
+) -> np.ndarray:
     """One control hint per frame: (f, h, w, 3) uint8 RGB frames -> (f, h, w, 3) uint8 RGB hints.
 
     ``progress`` receives a :class:`~tuneavideo.progress.ProgressEvent` (stage ``"hints"``) per
-    frame and may raise :class:`~tuneavideo.errors.Cancelled` to stop.
+    frame and may raise :class:`~tuneavideo.errors.Cancelled` to stop. ``models`` holds the loaded
+    detectors and keeps them for the next call; with ``None`` a temporary :class:`HintModels` is used
+    and closed before returning (every call loads its detector again).
     """
     if not isinstance(config, HintConfig):
         raise InputError(f"config must be a HintConfig, got {type(config).__name__}")
     frames = _check_frames(frames)
+    owned = models is None
+    models = HintModels() if models is None else models
     reporter = ProgressReporter("hints", total=len(frames), callback=progress)
     try:
         if config.kind == "canny":
             return _per_frame(frames, lambda f: canny_hint(f, config.low_threshold, config.high_threshold), reporter)
         if config.kind == "pose":
-            return _pose_hints(frames, config, reporter)
-        return _depth_hints(frames, config, reporter)
+            return _pose_hints(frames, config, reporter, models)
+        return _depth_hints(frames, config, reporter, models)
     finally:
         reporter.close()
-
-
-def clear_model_cache() -> None:
-    """Forget the depth / annotator models kept in memory between calls."""
-    _load_depth_pipeline.cache_clear()
-    _load_openpose.cache_clear()
-    _load_midas.cache_clear()
+        if owned:
+            models.close()
 
 
 def _to_uint8(array: np.ndarray) -> np.ndarray:
@@ -705,8 +788,8 @@ __all__ = [
     "OPENPOSE_KEYPOINTS",
     "OPENPOSE_LIMBS",
     "HintConfig",
+    "HintModels",
     "canny_hint",
-    "clear_model_cache",
     "draw_openpose",
     "extract_hints",
     "hint_cache_key",
