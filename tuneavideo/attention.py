@@ -8,6 +8,7 @@ forward hook right after the block's feed-forward, exactly where the official bl
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -140,27 +141,50 @@ class XFormersAttnProcessor:
         return _output(attn, _xformers_attention(q, k, v), hidden_states, query.dtype)
 
 
-def make_temporal_layers(block: nn.Module) -> tuple[nn.LayerNorm, Attention]:
+def make_temporal_layers(block: nn.Module, generator: torch.Generator) -> tuple[nn.LayerNorm, Attention]:
     """Fresh ``norm_temp`` / ``attn_temp`` sized like ``block.attn1`` (same heads and head dim).
 
     Only the output projection *weight* is zero-initialised; its bias keeps PyTorch's default init,
     as in the official code, so a freshly inflated model is close to (not exactly) the 2D model.
+    The random init is drawn from ``generator`` (never the global RNG), in the order and with the
+    distributions ``nn.Linear`` uses, so a CPU generator seeded like the global RNG gives its values.
     """
     attn1: Attention = block.attn1
     dim = attn1.query_dim
     heads = attn1.heads
-    attn_temp = Attention(
-        query_dim=dim,
-        heads=heads,
-        dim_head=attn1.inner_dim // heads,
-        dropout=0.0,
-        bias=attn1.to_q.bias is not None,
-        upcast_attention=attn1.upcast_attention,
-    )
-    nn.init.zeros_(attn_temp.to_out[0].weight)
-    norm_temp = nn.LayerNorm(dim)
     ref = attn1.to_q.weight
-    return norm_temp.to(ref.device, ref.dtype), attn_temp.to(ref.device, ref.dtype)
+    with torch.device("meta"):  # built empty, so construction draws nothing from the global RNG
+        attn_temp = Attention(
+            query_dim=dim,
+            heads=heads,
+            dim_head=attn1.inner_dim // heads,
+            dropout=0.0,
+            bias=attn1.to_q.bias is not None,
+            upcast_attention=attn1.upcast_attention,
+        )
+        norm_temp = nn.LayerNorm(dim)
+    attn_temp.to_empty(device=ref.device)
+    norm_temp.to_empty(device=ref.device)
+    if not ref.is_meta:
+        with torch.no_grad():
+            for linear in (attn_temp.to_q, attn_temp.to_k, attn_temp.to_v, attn_temp.to_out[0]):
+                _init_linear(linear, generator)
+            nn.init.zeros_(attn_temp.to_out[0].weight)
+            nn.init.ones_(norm_temp.weight)
+            nn.init.zeros_(norm_temp.bias)
+    return norm_temp.to(ref.dtype), attn_temp.to(ref.dtype)
+
+
+def _init_linear(linear: nn.Linear, generator: torch.Generator) -> None:
+    # nn.Linear.reset_parameters with an explicit generator: kaiming-uniform(a=√5) weight, U(±1/√fan_in) bias.
+    # Drawn in fp32 on the generator's device, then copied, so CPU and CUDA models get the same values.
+    weight = torch.empty(linear.weight.shape, dtype=torch.float32, device=generator.device)
+    nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=generator)
+    linear.weight.copy_(weight)
+    if linear.bias is not None:
+        bound = 1 / math.sqrt(linear.in_features)
+        bias = torch.empty(linear.bias.shape, dtype=torch.float32, device=generator.device)
+        linear.bias.copy_(nn.init.uniform_(bias, -bound, bound, generator=generator))
 
 
 class TemporalAttentionHook:
@@ -172,11 +196,19 @@ class TemporalAttentionHook:
 
     def __init__(self, context: FrameContext) -> None:
         self.context = context
+        self._run = self.apply
+
+    def compile(self, backend: str | None) -> None:
+        """Run through ``torch.compile(backend=...)`` (one region for every block), or eagerly with ``None``."""
+        self._run = self.apply if backend is None else torch.compile(self.apply, backend=backend)
 
     def __call__(self, block: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        return self._run(block.norm_temp, block.attn_temp, output)
+
+    def apply(self, norm_temp: nn.LayerNorm, attn_temp: Attention, output: torch.Tensor) -> torch.Tensor:
         f = self.context.num_frames
         bf, d, c = output.shape
         b = bf // f
         h = output.view(b, f, d, c).transpose(1, 2).reshape(b * d, f, c)  # (b d) f c
-        h = block.attn_temp(block.norm_temp(h)) + h
+        h = attn_temp(norm_temp(h)) + h
         return h.view(b, d, f, c).transpose(1, 2).reshape(bf, d, c)  # (b f) d c

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,11 +18,16 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
+from transformers import CLIPTextModel, CLIPTokenizer
 
-from .errors import InputError
+from .errors import InputError, ModelLoadError
+from .hub import is_hub_id, offline_hint
 from .inversion import ddim_invert
 from .progress import ProgressCallback, ProgressReporter
+from .speed import SpeedMode, SpeedPlan, apply_speed_mode
+from .tokenizer import check_tokenizer
 from .unet import TuneAVideoUNet
+from .weights import local_only
 
 # Control models plug in here: (latent_input, t, prompt_embeds, step_index, num_steps) -> extra UNet kwargs
 UNetKwargsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, int], dict]
@@ -65,18 +71,112 @@ class TuneAVideoPipeline(DiffusionPipeline):
             scheduler = type(scheduler).from_config({**scheduler.config, **fixes})
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self._speed_mode: SpeedMode = "auto"
+
+    # ------------------------------------------------------------------ speed (tuneavideo/speed.py)
+    @property
+    def speed_mode(self) -> SpeedMode:
+        """The chosen mode (``"auto"`` until :meth:`set_speed_mode`); :meth:`speed_plan` resolves it."""
+        return self._speed_mode
+
+    def set_speed_mode(self, mode: SpeedMode) -> SpeedPlan:
+        """Choose ``"auto"`` (fast on CUDA, plain on CPU), ``"plain"``, ``"fast"`` or ``"low-vram"``."""
+        plan = apply_speed_mode(self, mode)
+        self._speed_mode = mode
+        return plan
+
+    def speed_plan(self) -> SpeedPlan:
+        """The current mode resolved for the current device, applied to the UNet (idempotent)."""
+        return apply_speed_mode(self, self._speed_mode)
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> TuneAVideoPipeline:  # type: ignore[override]
-        """Load from an SD-1.x folder / hub id / single file, or a Tune-A-Video pipeline folder.
+    def from_pretrained(  # type: ignore[override]
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        unet: str | os.PathLike | torch.nn.Module | None = None,
+        torch_dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        local_files_only: bool | None = None,
+        revision: str | None = None,
+        variant: str | None = None,
+        scheduler: str = "ddim",
+        original_config: str | None = None,
+    ) -> TuneAVideoPipeline:
+        """Build a pipeline from an SD-1.x base (what :func:`tuneavideo.load_pipeline` calls).
 
-        Keyword arguments: ``torch_dtype``, ``device``, ``unet`` (path or model; default: the base's
-        UNet), ``local_files_only``, ``revision``, ``variant``. See :func:`tuneavideo.load_pipeline`.
+        Args:
+            pretrained_model_name_or_path: a diffusers folder, a hub id (default base
+                ``stable-diffusion-v1-5/stable-diffusion-v1-5``; community SD-1.x/DreamBooth bases too),
+                an official Tune-A-Video output folder, or a single ``.safetensors``/``.ckpt`` file.
+            unet: optional UNet override: a folder (official checkpoint or 2D UNet) or a loaded model.
+            local_files_only: the hub policy; ``None`` reads ``HF_HUB_OFFLINE`` (at call time).
+            scheduler: ``"ddim"`` (the official sampler, default) or ``"base"`` to keep the base's own.
+            original_config: for single files, a local diffusers config folder (needed offline).
         """
-        from .loading import load_pipeline
+        pretrained = pretrained_model_name_or_path
+        local = local_only(local_files_only)
+        path = Path(pretrained)
+        if path.is_file():
+            return cls._from_single_file(path, unet, torch_dtype, device, local, original_config, scheduler)
+        if not path.exists() and not is_hub_id(str(pretrained)):
+            raise ModelLoadError(f"model not found: {pretrained} (expected a folder, a file or a hub id 'org/name')")
+        kw = {"revision": revision} if revision else {}
+        weights_kw = {**kw, **({"torch_dtype": torch_dtype} if torch_dtype is not None else {})}
+        vae = _load_component(AutoencoderKL, pretrained, "vae", local, **weights_kw)
+        text_encoder = _load_component(CLIPTextModel, pretrained, "text_encoder", local, **weights_kw)
+        tokenizer = _load_component(CLIPTokenizer, pretrained, "tokenizer", local, **kw)
+        check_tokenizer(tokenizer, f"{pretrained}/tokenizer")
+        base_scheduler = _load_component(DDIMScheduler, pretrained, "scheduler", local, **kw)
+        if scheduler == "base":
+            import diffusers
 
-        return load_pipeline(pretrained_model_name_or_path, **kwargs)
+            cfg = DDIMScheduler.load_config(str(pretrained), subfolder="scheduler", local_files_only=local, **kw)
+            base_scheduler = getattr(diffusers, cfg["_class_name"]).from_config(cfg)
+        if isinstance(unet, torch.nn.Module):
+            unet_model = unet
+        else:
+            source = pretrained if unet is None else unet
+            unet_model = TuneAVideoUNet.from_pretrained_2d(source, "unet", torch_dtype, None, local, revision, variant)
+        pipe = cls(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet_model, scheduler=base_scheduler)
+        if device is not None:
+            pipe.to(device)
+        pipe.base_model = str(pretrained)
+        return pipe
+
+    @classmethod
+    def _from_single_file(
+        cls,
+        path: Path,
+        unet: Any,
+        torch_dtype: torch.dtype | None,
+        device: Any,
+        local: bool,
+        original_config: str | None,
+        scheduler: str,
+    ) -> TuneAVideoPipeline:
+        """A single-file SD-1.x checkpoint (A1111/civitai style), converted by diffusers."""
+        from diffusers import StableDiffusionPipeline
+
+        if path.suffix not in (".safetensors", ".ckpt", ".pt", ".bin"):
+            raise ModelLoadError(f"{path}: not a checkpoint file (.safetensors or .ckpt)")
+        kwargs: dict[str, Any] = {"local_files_only": local}
+        if original_config:
+            kwargs["config"] = original_config
+        try:
+            sd = StableDiffusionPipeline.from_single_file(str(path), torch_dtype=torch_dtype, **kwargs)
+        except Exception as exc:
+            raise ModelLoadError(
+                f"could not convert single-file checkpoint {path}: {exc}. Offline, pass a local diffusers SD-1.x "
+                "folder as original_config so its component configs can be used."
+            ) from exc
+        unet_model = unet if isinstance(unet, torch.nn.Module) else TuneAVideoUNet.from_unet2d(sd.unet)
+        sched = sd.scheduler if scheduler == "base" else DDIMScheduler.from_config(sd.scheduler.config)
+        pipe = cls(vae=sd.vae, text_encoder=sd.text_encoder, tokenizer=sd.tokenizer, unet=unet_model, scheduler=sched)
+        if device is not None:
+            pipe.to(device)
+        pipe.base_model = str(path)
+        return pipe
 
     # ------------------------------------------------------------------ text, VAE
     @torch.no_grad()
@@ -121,9 +221,10 @@ class TuneAVideoPipeline(DiffusionPipeline):
         video: np.ndarray | torch.Tensor,
         sample: bool = False,
         generator: torch.Generator | None = None,
-        chunk_size: int = 8,
+        chunk_size: int | None = None,
     ) -> torch.Tensor:
-        """VAE-encode a clip to scaled latents ``(b, 4, f, h/8, w/8)``.
+        """VAE-encode a clip to scaled latents ``(b, 4, f, h/8, w/8)``, ``chunk_size`` frames at a time
+        (default: 8, or 1 in the low-VRAM mode).
 
         ``video``: uint8 ``(f, h, w, 3)`` or float ``(b, 3, f, h, w)`` in [-1, 1]. ``sample=False``
         uses the posterior mean (deterministic, what editing inverts); ``True`` draws from it.
@@ -133,7 +234,7 @@ class TuneAVideoPipeline(DiffusionPipeline):
         frames = pixels.permute(0, 2, 1, 3, 4).flatten(0, 1)  # (b f) 3 h w
         vae_dtype = self.vae.dtype
         out = []
-        for chunk in frames.split(chunk_size):
+        for chunk in frames.split(chunk_size or self.speed_plan().vae_chunk):
             dist = self.vae.encode(chunk.to(self._execution_device, vae_dtype)).latent_dist
             out.append(dist.sample(generator) if sample else dist.mean)
         latents = torch.cat(out) * self.vae.config.scaling_factor  # (b f) 4 h w
@@ -141,8 +242,9 @@ class TuneAVideoPipeline(DiffusionPipeline):
         return latents.to(self.unet.dtype)
 
     @torch.no_grad()
-    def decode_latents(self, latents: torch.Tensor, chunk_size: int = 8) -> torch.Tensor:
+    def decode_latents(self, latents: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
         """Latents ``(b, 4, f, h, w)`` -> video ``(b, 3, f, H, W)`` float32 in [0, 1] on CPU."""
+        chunk_size = chunk_size or self.speed_plan().vae_chunk
         b, _, f = latents.shape[:3]
         frames = (latents / self.vae.config.scaling_factor).permute(0, 2, 1, 3, 4).flatten(0, 1)
         out = [self.vae.decode(c.to(self.vae.dtype)).sample.float().cpu() for c in frames.split(chunk_size)]
@@ -165,6 +267,7 @@ class TuneAVideoPipeline(DiffusionPipeline):
             raise InputError(f"latents must be (b, 4, f, h, w), got {tuple(latents.shape)}")
         device = self._execution_device
         embeds = self.encode_prompt(prompt, device)
+        self.speed_plan()  # compiled blocks on the fast path
         return ddim_invert(
             self.unet,
             self.scheduler,
@@ -176,6 +279,19 @@ class TuneAVideoPipeline(DiffusionPipeline):
             progress_bar=not self._progress_bar_disabled(),
             unet_kwargs=unet_kwargs,
         )
+
+    def _denoise(
+        self, model_input: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor, extra: dict, split: bool
+    ) -> torch.Tensor:
+        """One UNet call on ``(2b, 4, f, h, w)`` (CFG) or ``(b, ...)``; ``split`` runs CFG as two half batches."""
+        if not split:
+            return self.unet(model_input, t, encoder_hidden_states=embeds, **extra).sample
+        halves = []
+        for half in range(2):  # [uncond, cond]: the same maths, half the activation memory
+            part = {k: _half_batch(v, half) for k, v in extra.items()}
+            x, e = model_input.chunk(2)[half], embeds.chunk(2)[half]
+            halves.append(self.unet(x, t, encoder_hidden_states=e, **part).sample)
+        return torch.cat(halves)
 
     def _progress_bar_disabled(self) -> bool:
         return bool(getattr(self, "_progress_bar_config", {}).get("disable", False))
@@ -269,6 +385,7 @@ class TuneAVideoPipeline(DiffusionPipeline):
         latents = latents * self.scheduler.init_noise_sigma
 
         # 4. denoising loop
+        plan = self.speed_plan()
         step_kwargs = {"eta": eta, "generator": generator} if isinstance(self.scheduler, DDIMScheduler) else {}
         legacy = _legacy_callback(callback)
         reporter = ProgressReporter(
@@ -278,7 +395,8 @@ class TuneAVideoPipeline(DiffusionPipeline):
             model_input = torch.cat([latents] * 2) if do_cfg else latents
             model_input = self.scheduler.scale_model_input(model_input, t)
             extra = unet_kwargs(model_input, t, embeds, i, len(timesteps)) if unet_kwargs is not None else {}
-            noise_pred = self.unet(model_input, t, encoder_hidden_states=embeds, **extra).sample.to(latents.dtype)
+            noise_pred = self._denoise(model_input, t, embeds, extra, do_cfg and not plan.cfg_one_batch)
+            noise_pred = noise_pred.to(latents.dtype)
             if do_cfg:
                 uncond, cond = noise_pred.chunk(2)
                 noise_pred = uncond + guidance_scale * (cond - uncond)
@@ -299,6 +417,23 @@ class TuneAVideoPipeline(DiffusionPipeline):
         if not return_dict:
             return (videos,)
         return TuneAVideoPipelineOutput(videos=videos)
+
+
+def _half_batch(value: Any, half: int) -> Any:
+    """Half ``half`` of a CFG-batched UNet kwarg (tensor, or list/tuple of tensors, e.g. control residuals)."""
+    if torch.is_tensor(value) and value.dim() > 0:
+        return value.chunk(2)[half]
+    if isinstance(value, (list, tuple)):
+        return type(value)(_half_batch(v, half) for v in value)
+    return value
+
+
+def _load_component(cls: Any, path_or_id: str | os.PathLike, subfolder: str, local: bool, **kwargs: Any) -> Any:
+    try:
+        return cls.from_pretrained(str(path_or_id), subfolder=subfolder, local_files_only=local, **kwargs)
+    except Exception as exc:
+        hint = f" {offline_hint(str(path_or_id))}" if local and is_hub_id(str(path_or_id)) else ""
+        raise ModelLoadError(f"could not load {subfolder} ({cls.__name__}) from '{path_or_id}':{hint} {exc}") from exc
 
 
 def _legacy_callback(callback: Callable | None) -> bool:

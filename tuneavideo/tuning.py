@@ -22,7 +22,9 @@ import torch.nn.functional as F
 
 from .config import TuneConfig, VideoSpec, config_to_dict
 from .errors import InputError, ModelLoadError
+from .pipeline import video_to_tensor
 from .progress import ProgressCallback, ProgressReporter
+from .speed import SpeedMode
 
 DELTA_FILE = "tuned.safetensors"
 RECORD_FILE = "tuned.json"
@@ -133,16 +135,6 @@ def _resolve_precision(config: TuneConfig, device: torch.device) -> str:
     return "fp16" if device.type == "cuda" else "no"
 
 
-def _make_accelerator(precision: str, device: torch.device) -> Any:
-    """An accelerate ``Accelerator`` for autocast + loss scaling, without wrapping the shared UNet."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
-    # Accelerator state is a process-wide singleton; each tuning run may use another precision.
-    AcceleratorState._reset_state(reset_partial_state=True)
-    return Accelerator(mixed_precision=precision, cpu=device.type == "cpu")
-
-
 def denoising_loss(
     unet: torch.nn.Module,
     scheduler: Any,
@@ -172,6 +164,9 @@ def tune(
     video_spec: VideoSpec | None = None,
     progress_bar: bool = False,
     extra_record: dict[str, Any] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    speed: SpeedMode | None = None,
 ) -> TunedDelta:
     """Tune ``pipe.unet`` in place on one clip and return the tuned parameters as a :class:`TunedDelta`.
 
@@ -182,6 +177,11 @@ def tune(
         callback: gets a ``ProgressEvent(stage="tune", loss=...)`` per step; raising
             :class:`~tuneavideo.errors.Cancelled` stops at the end of that step (the UNet then holds
             partially tuned weights; the engine restores the base).
+        generator: the source of every random draw (posterior samples, noise, timesteps); default
+            ``torch.Generator("cpu").manual_seed(config.seed)``. It may live on another device than
+            the model: draws are made on its device, then moved. The global RNG is never used.
+        speed: a :data:`~tuneavideo.speed.SpeedMode` to apply to ``pipe`` first (it stays applied);
+            ``None`` keeps the pipeline's own mode (``pipe.speed_mode``, ``"auto"`` by default).
     """
     from diffusers import DDPMScheduler
 
@@ -192,98 +192,72 @@ def tune(
         raise InputError(
             f"tuning a {unet.dtype} UNet needs mixed precision (fp16/bf16); load the model in fp32 to use 'no'"
         )
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-    torch.manual_seed(config.seed)
+    plan = pipe.set_speed_mode(speed) if speed is not None else pipe.speed_plan()
+    if generator is None:
+        generator = torch.Generator("cpu").manual_seed(config.seed)
 
     # Frozen parts run once: the clip's VAE posterior and the prompt embedding.
     with torch.no_grad():
-        from .pipeline import video_to_tensor
-
         pixels = video_to_tensor(video)
-        b, _, f = pixels.shape[:3]
-        frames = pixels.permute(0, 2, 1, 3, 4).flatten(0, 1)  # (b f) 3 h w
-        moments = torch.cat(
-            [pipe.vae.encode(c.to(device, pipe.vae.dtype)).latent_dist.parameters for c in frames.split(8)]
-        )
-        mean, logvar = moments.float().chunk(2, dim=1)
-        std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
+        posterior = _ClipPosterior.encode(pipe, pixels, plan.vae_chunk)
         prompt_embeds = pipe.encode_prompt(prompt, device).float()
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    scaling = pipe.vae.config.scaling_factor
 
     trainable = select_trainable(unet, config.trainable_modules)
-    unet.requires_grad_(False)
-    base_dtype = unet.dtype
-    for p in trainable.values():
-        p.data = p.data.float()  # fp32 master weights for the trained parameters
-        p.requires_grad_(True)
-    params = list(trainable.values())
-    optimizer = torch.optim.AdamW(
-        params,
-        lr=config.learning_rate,
-        betas=(config.adam_beta1, config.adam_beta2),
-        weight_decay=config.adam_weight_decay,
-        eps=config.adam_epsilon,
-    )
-    accelerator = _make_accelerator(precision, device)
-    optimizer = accelerator.prepare_optimizer(optimizer, device_placement=False)
-    if config.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-    was_training = unet.training
-    unet.train()
-    embeds = prompt_embeds.to(base_dtype if precision == "no" else torch.float32)
-
+    checkpointing = bool(plan.gradient_checkpointing or config.gradient_checkpointing)
+    compute_dtype = unet.dtype if precision == "no" else torch.float32
     losses: list[float] = []
-    reporter = ProgressReporter("tune", config.max_train_steps, callback, tqdm_bar=progress_bar)
     started = time.perf_counter()
-    try:
-        for step in range(config.max_train_steps):
-            with torch.no_grad():
-                # A fresh posterior sample each step, as the official loop's vae.encode(...).sample().
-                z = mean + std * torch.randn(mean.shape, generator=generator, device=device)
-                latents = (z * scaling).view(b, f, *z.shape[1:]).permute(0, 2, 1, 3, 4)  # (b, 4, f, h, w)
-                latents = latents.to(base_dtype if precision == "no" else torch.float32)
-                noise = torch.randn(latents.shape, generator=generator, device=device, dtype=latents.dtype)
-                t = torch.randint(
-                    0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator, device=device
-                )
-            with accelerator.autocast():
-                loss = denoising_loss(unet, noise_scheduler, latents, embeds, noise, t)
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(float(loss.detach()))
-            reporter.step(step + 1, loss=losses[-1], timestep=int(t[0]))
-    finally:
-        reporter.close()
-        if config.gradient_checkpointing:
-            unet.disable_gradient_checkpointing()
-        for p in params:
-            p.requires_grad_(False)
-            p.grad = None
-            p.data = p.data.to(base_dtype)
-        unet.train(was_training)
-        del optimizer
+    with _training_mode(unet, trainable, checkpointing) as params:
+        optimizer = torch.optim.AdamW(
+            params,
+            lr=config.learning_rate,
+            betas=(config.adam_beta1, config.adam_beta2),
+            weight_decay=config.adam_weight_decay,
+            eps=config.adam_epsilon,
+            **({"fused": True} if plan.fused_adamw else {}),
+        )
+        step_fn = _MixedPrecisionStep(optimizer, params, precision, device, config.max_grad_norm)
+        embeds = prompt_embeds.to(compute_dtype)
+        reporter = ProgressReporter("tune", config.max_train_steps, callback, tqdm_bar=progress_bar)
+        try:
+            for step in range(config.max_train_steps):
+                with torch.no_grad():
+                    latents = posterior.sample(generator, device, compute_dtype)  # (b, 4, f, h, w)
+                    noise = _randn(latents.shape, generator, latents.dtype).to(device)
+                    t = torch.randint(
+                        0,
+                        noise_scheduler.config.num_train_timesteps,
+                        (latents.shape[0],),
+                        generator=generator,
+                        device=generator.device,
+                    ).to(device)
+                loss = step_fn(denoising_loss, unet, noise_scheduler, latents, embeds, noise, t)
+                losses.append(loss)
+                reporter.step(step + 1, loss=loss, timestep=int(t[0]))
+        finally:
+            reporter.close()
+            del optimizer, step_fn
 
     record = {
         "format": "tuneavideo-delta-v1",
         "base_model": getattr(pipe, "base_model", None),
         "base_fingerprint": base_fingerprint(unet),
         "prompt": prompt,
-        "num_frames": int(f),
+        "num_frames": int(pixels.shape[2]),
         "height": int(pixels.shape[-2]),
         "width": int(pixels.shape[-1]),
         "video_spec": config_to_dict(video_spec) if video_spec else None,
         "tune_config": config_to_dict(config),
         "seed": config.seed,
         "mixed_precision": precision,
+        "speed_mode": plan.mode,
         "device": str(device),
         "steps": len(losses),
         "final_loss": losses[-1] if losses else None,
         "mean_loss_last_10": float(np.mean(losses[-10:])) if losses else None,
         "seconds": round(time.perf_counter() - started, 2),
-        "trainable_parameters": sum(p.numel() for p in params),
+        "trainable_parameters": sum(p.numel() for p in trainable.values()),
         "versions": _versions(),
         **(extra_record or {}),
     }
@@ -291,6 +265,101 @@ def tune(
     delta = TunedDelta(state, record)
     delta.losses = losses  # type: ignore[attr-defined]
     return delta
+
+
+def _randn(shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    # Drawn on the generator's device (CPU by default), so a seed gives the same numbers on any GPU.
+    return torch.randn(shape, generator=generator, device=generator.device, dtype=dtype)
+
+
+@dataclass
+class _ClipPosterior:
+    """The VAE posterior of the source clip, per frame: ``mean`` / ``std`` are ``(b f, 4, h, w)`` fp32."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    num_frames: int
+    scaling: float
+
+    @classmethod
+    def encode(cls, pipe: Any, pixels: torch.Tensor, chunk: int) -> _ClipPosterior:
+        """Encode ``pixels`` ``(b, 3, f, h, w)`` in chunks of ``chunk`` frames (unsliced, as official)."""
+        device = pipe._execution_device
+        f = pixels.shape[2]
+        frames = pixels.permute(0, 2, 1, 3, 4).flatten(0, 1)  # (b f) 3 h w
+        moments = torch.cat(
+            [pipe.vae.encode(c.to(device, pipe.vae.dtype)).latent_dist.parameters for c in frames.split(chunk)]
+        )
+        mean, logvar = moments.float().chunk(2, dim=1)
+        std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
+        return cls(mean, std, f, pipe.vae.config.scaling_factor)
+
+    def sample(self, generator: torch.Generator, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """A fresh posterior sample, as the official loop's ``vae.encode(...).sample()``: ``(b, 4, f, h, w)``."""
+        z = self.mean + self.std * _randn(self.mean.shape, generator).to(device)
+        z = z * self.scaling
+        latents = z.view(-1, self.num_frames, *z.shape[1:]).permute(0, 2, 1, 3, 4)
+        return latents.to(dtype)
+
+
+@contextmanager
+def _training_mode(
+    unet: torch.nn.Module, trainable: dict[str, torch.nn.Parameter], checkpointing: bool
+) -> Iterator[list[torch.nn.Parameter]]:
+    """Unfreeze ``trainable`` as fp32 master weights (the rest frozen) and put them back afterwards."""
+    unet.requires_grad_(False)
+    base_dtype = unet.dtype
+    params = list(trainable.values())
+    for p in params:
+        p.data = p.data.float()
+        p.requires_grad_(True)
+    if checkpointing:
+        unet.enable_gradient_checkpointing()
+    was_training = unet.training
+    unet.train()
+    try:
+        yield params
+    finally:
+        if checkpointing:
+            unet.disable_gradient_checkpointing()
+        for p in params:
+            p.requires_grad_(False)
+            p.grad = None
+            p.data = p.data.to(base_dtype)
+        unet.train(was_training)
+
+
+class _MixedPrecisionStep:
+    """One optimiser step under fp16/bf16 autocast (fp32 master weights), with fp16 loss scaling.
+
+    Plain ``torch.autocast`` + ``torch.amp.GradScaler`` (the defaults accelerate uses), created per
+    run: no process-wide state is touched.
+    """
+
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, params: list, precision: str, device: torch.device, max_norm: float
+    ) -> None:
+        self.optimizer, self.params, self.max_norm = optimizer, params, max_norm
+        self.device_type = device.type
+        self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+        self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+
+    def __call__(self, loss_fn: Any, *args: Any) -> float:
+        """``loss_fn(*args)`` under autocast, backward, clip, step; returns the loss."""
+        with torch.autocast(self.device_type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
+            loss = loss_fn(*args)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach())
 
 
 def _versions() -> dict[str, str]:

@@ -15,6 +15,10 @@ The added parameter names match official Tune-A-Video checkpoints key for key.
 from __future__ import annotations
 
 import functools
+import json
+import logging
+import os
+import warnings
 from typing import Any
 
 import torch
@@ -32,8 +36,19 @@ from .attention import (
     XFormersAttnProcessor,
     make_temporal_layers,
 )
+from .errors import ModelLoadError
+from .weights import (
+    TEMPORAL_INIT_SEED,
+    check_unet_keys,
+    load_state_dict_file,
+    resolve_folder,
+    unet_config_to_2d,
+    weights_file,
+)
 
-ATTENTION_BACKENDS = ("sdpa", "xformers")
+logger = logging.getLogger(__name__)
+
+ATTENTION_KERNELS = ("sdpa", "xformers")
 
 
 class ClipGroupNorm(nn.GroupNorm):
@@ -94,7 +109,7 @@ class TuneAVideoUNet(UNet2DConditionModel):
     """Inflated SD UNet: ``forward(latents (b, c, f, h, w), t, text (b, n, d)) -> (b, c, f, h, w)``.
 
     Build it like any ``UNet2DConditionModel`` (same config) or from an existing one with
-    :meth:`from_unet2d`; load weights with :func:`tuneavideo.load_unet`.
+    :meth:`from_unet2d`; load weights with :meth:`from_pretrained_2d` (``tuneavideo.load_unet``).
     """
 
     _supports_gradient_checkpointing = True
@@ -107,8 +122,9 @@ class TuneAVideoUNet(UNet2DConditionModel):
     # ------------------------------------------------------------------ inflation
     def _inflate(self) -> None:
         self.frame_context = FrameContext()
-        self._attention_backend = "sdpa"
-        self._temporal_hooks = []
+        self._attention_kernel = "sdpa"
+        self._temporal_hooks = []  # handles, to remove the hooks
+        self._temporal_hook_fns: list[TemporalAttentionHook] = []  # the hooks, to compile them (speed.py)
         # 1. clip-level GroupNorm in resnets and the output norm (not in the transformers)
         for module in list(self.modules()):
             if isinstance(module, ResnetBlock2D):
@@ -123,56 +139,122 @@ class TuneAVideoUNet(UNet2DConditionModel):
             if isinstance(module, BasicTransformerBlock):
                 if module.attn1 is None or module.only_cross_attention:
                     raise ValueError("Tune-A-Video inflation needs self-attention (attn1) in every transformer block")
-                module.norm_temp, module.attn_temp = make_temporal_layers(module)
-                hook = module.register_forward_hook(TemporalAttentionHook(self.frame_context))
-                self._temporal_hooks.append(hook)
-        # 3. sparse-causal self-attention
-        self.set_attention_backend("sdpa")
+                module.attn_temp = None  # placeholder, filled by init_temporal_layers
+                hook = TemporalAttentionHook(self.frame_context)
+                self._temporal_hooks.append(module.register_forward_hook(hook))
+                self._temporal_hook_fns.append(hook)
+        self.init_temporal_layers()
+
+    def init_temporal_layers(self, generator: torch.Generator | None = None) -> None:
+        """(Re)create every ``norm_temp`` / ``attn_temp`` with a fresh init drawn from ``generator``.
+
+        The default generator is seeded with ``TEMPORAL_INIT_SEED``, so one base always inflates to
+        the same model; the global RNG is neither read nor reseeded.
+        """
+        if generator is None:
+            generator = torch.Generator("cpu").manual_seed(TEMPORAL_INIT_SEED)
+        for module in self.modules():
+            if isinstance(module, BasicTransformerBlock) and hasattr(module, "attn_temp"):
+                module.norm_temp, module.attn_temp = make_temporal_layers(module, generator)
+        self.set_attention_kernel(self._attention_kernel)  # processors for the new attn_temp modules
 
     @classmethod
     def from_unet2d(cls, unet: UNet2DConditionModel) -> TuneAVideoUNet:
         """Inflate a loaded 2D UNet: same config and weights; temporal layers freshly initialised."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)  # deterministic temporal init, as load_unet
+        from accelerate import init_empty_weights
+
+        with init_empty_weights():  # the 2D weights are assigned below; skip their random init
             model = cls.from_config(unet.config)
-        missing, unexpected = model.load_state_dict(unet.state_dict(), strict=False)
+        missing, unexpected = model.load_state_dict(unet.state_dict(), strict=False, assign=True)
         assert not unexpected, unexpected
         assert all("_temp." in k for k in missing), missing
+        model.init_temporal_layers()
         return model.to(device=unet.device, dtype=unet.dtype)
 
     @classmethod
     def from_pretrained_2d(
-        cls, pretrained_model_path: str, subfolder: str | None = None, **kwargs: Any
+        cls,
+        pretrained_model_path: str | os.PathLike,
+        subfolder: str | None = None,
+        torch_dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        local_files_only: bool | None = None,
+        revision: str | None = None,
+        variant: str | None = None,
     ) -> TuneAVideoUNet:
-        """The official loader's name: inflate a 2D SD UNet folder (see :func:`tuneavideo.load_unet`)."""
-        from .loading import load_unet
+        """Inflate a 2D SD-1.x UNet folder, or load an official Tune-A-Video checkpoint (the official name).
 
-        return load_unet(pretrained_model_path, subfolder=subfolder, **kwargs)
+        ``pretrained_model_path`` is a local pipeline folder, a UNet folder, or a hub id. For a 2D base
+        the temporal layers are freshly initialised; for an official checkpoint (``UNet3DConditionModel``
+        config, ``*3D`` blocks) every key must match, with none missing or left over.
+        """
+        folder = resolve_folder(pretrained_model_path, subfolder, local_files_only, revision, variant)
+        config, official = unet_config_to_2d(json.loads((folder / "config.json").read_text()))
+        state = load_state_dict_file(weights_file(folder, variant))
+        # Skip the random init of ~860M params: build on the meta device, then assign the loaded tensors.
+        from accelerate import init_empty_weights
 
-    # ------------------------------------------------------------------ attention backends
-    def set_attention_backend(self, backend: str = "sdpa") -> None:
-        """Use PyTorch SDPA (default) or xformers (GPU only) for every attention layer."""
-        if backend not in ATTENTION_BACKENDS:
-            raise ValueError(f"attention backend must be one of {ATTENTION_BACKENDS}, got {backend!r}")
-        if backend == "xformers":
+        with init_empty_weights():
+            unet = cls.from_config(config)
+        has_temporal = check_unet_keys(folder, set(unet.state_dict()), state, official)
+        dtype = torch_dtype or torch.float32  # as diffusers: fp32 unless asked otherwise
+        unet.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False, assign=True)
+        if not has_temporal:  # a 2D base: fresh temporal layers on the loaded weights' device and dtype
+            unet.init_temporal_layers()
+        still_meta = [n for n, p in unet.named_parameters() if p.is_meta]
+        if still_meta:
+            raise ModelLoadError(f"{folder}: parameters left uninitialised: {still_meta[:3]}")
+        unet.eval()
+        if device is not None:
+            unet.to(device)
+        logger.info("loaded %s UNet from %s", "Tune-A-Video" if has_temporal else "2D SD (inflated)", folder)
+        return unet
+
+    # ------------------------------------------------------------------ attention kernels
+    def set_attention_kernel(self, kernel: str = "sdpa") -> None:
+        """Run every attention layer with PyTorch SDPA (default) or xformers (CUDA only).
+
+        Our own name: diffusers' :meth:`set_attention_backend` picks its dispatch backends instead.
+        """
+        if kernel not in ATTENTION_KERNELS:
+            raise ValueError(f"attention kernel must be one of {ATTENTION_KERNELS}, got {kernel!r}")
+        if kernel == "xformers":
             try:
                 import xformers.ops  # noqa: F401
             except ImportError as exc:
                 raise ImportError("xformers is not installed: pip install xformers (GPU only)") from exc
             if not torch.cuda.is_available():
-                raise ValueError("xformers attention needs a CUDA GPU; use the default 'sdpa' backend on CPU")
+                raise ValueError("xformers attention needs a CUDA GPU; use the default 'sdpa' kernel on CPU")
         processors = {}
         for name in self.attn_processors:
             if name.endswith("attn1.processor"):
-                processors[name] = SparseCausalAttnProcessor(self.frame_context, backend)
+                processors[name] = SparseCausalAttnProcessor(self.frame_context, kernel)
             else:
-                processors[name] = XFormersAttnProcessor() if backend == "xformers" else AttnProcessor2_0()
+                processors[name] = XFormersAttnProcessor() if kernel == "xformers" else AttnProcessor2_0()
         super().set_attn_processor(processors)
-        self._attention_backend = backend
+        self._attention_kernel = kernel
+
+    @property
+    def attention_kernel(self) -> str:
+        """``"sdpa"`` or ``"xformers"``: what :meth:`set_attention_kernel` last chose."""
+        return self._attention_kernel
 
     @property
     def attention_backend(self) -> str:
-        return self._attention_backend
+        """Deprecated name of :attr:`attention_kernel`."""
+        return self._attention_kernel
+
+    def set_attention_backend(self, backend: str) -> None:
+        """Deprecated alias for ``"sdpa"``/``"xformers"``; any other name goes to diffusers' dispatch."""
+        if backend in ATTENTION_KERNELS:
+            warnings.warn(
+                "TuneAVideoUNet.set_attention_backend('sdpa'|'xformers') is deprecated; use set_attention_kernel",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            self.set_attention_kernel(backend)
+            return
+        super().set_attention_backend(backend)
 
     def set_attn_processor(self, processor: Any) -> None:
         """Refuse a processor swap that would silently drop sparse-causal attention."""
@@ -180,16 +262,16 @@ class TuneAVideoUNet(UNet2DConditionModel):
         for name, proc in procs.items():
             if name.endswith("attn1.processor") and not isinstance(proc, SparseCausalAttnProcessor):
                 raise ValueError(
-                    f"{name} must stay a SparseCausalAttnProcessor; use set_attention_backend('sdpa'|'xformers')"
+                    f"{name} must stay a SparseCausalAttnProcessor; use set_attention_kernel('sdpa'|'xformers')"
                 )
         super().set_attn_processor(processor)
 
     def set_default_attn_processor(self) -> None:
-        self.set_attention_backend("sdpa")
+        self.set_attention_kernel("sdpa")
 
     def set_use_memory_efficient_attention_xformers(self, valid: bool, attention_op: Any = None) -> None:
-        # Called by DiffusionPipeline.enable_xformers_memory_efficient_attention(); route it to our backends.
-        self.set_attention_backend("xformers" if valid else "sdpa")
+        # Called by DiffusionPipeline.enable_xformers_memory_efficient_attention(); route it to our kernels.
+        self.set_attention_kernel("xformers" if valid else "sdpa")
 
     # ------------------------------------------------------------------ forward
     def forward(  # type: ignore[override]
@@ -262,7 +344,3 @@ class TuneAVideoUNet(UNet2DConditionModel):
 def temporal_parameter_names(unet: nn.Module) -> list[str]:
     """Names of the parameters inflation added (``attn_temp`` / ``norm_temp``)."""
     return [n for n, _ in unet.named_parameters() if "_temp." in n]
-
-
-def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
