@@ -13,8 +13,6 @@ from typing import Any
 import numpy as np
 
 from tuneavideo.toyworld.render import (
-    ALL_SHAPES,
-    COLOR_NAMES,
     MOTIONS,
     TEXTURES,
     MotionSpec,
@@ -116,16 +114,6 @@ def iter_training_chunks(
     return iter_chunks(render_chunk, n, seed, cfg, workers, chunk)
 
 
-def render_training_set(
-    n: int, seed: int, cfg: DataConfig = DataConfig(), workers: int | None = None
-) -> tuple[np.ndarray, list[str]]:
-    images, captions = [], []
-    for imgs, caps in iter_training_chunks(n, seed, cfg, workers):
-        images.append(imgs)
-        captions.extend(caps)
-    return np.concatenate(images), captions
-
-
 @dataclass(frozen=True)
 class EvalPrompt:
     prompt: str
@@ -156,9 +144,3 @@ def eval_prompts(
         kind = MotionSpec(MOTIONS[int(rng.integers(len(MOTIONS)))]) if motion else None
         out.append(EvalPrompt(caption(scene, kind), color, shape, bg_name, held_out))
     return out
-
-
-def held_out_summary() -> dict[str, int]:
-    triples = all_triples()
-    held = sum(is_held_out(*t) for t in triples)
-    return {"triples": len(triples), "held_out": held, "colors": len(COLOR_NAMES), "shapes": len(ALL_SHAPES)}

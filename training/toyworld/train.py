@@ -243,12 +243,16 @@ def save_pipeline(
         if key in cfg:
             cfg[key] = "float32"
     te_cfg.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-    for part in ("vae", "unet", "text_encoder"):  # drop where the weights were loaded from (--init-from)
-        path = folder / part / "config.json"
-        cfg = json.loads(path.read_text())
-        if cfg.pop("_name_or_path", None) is not None:
-            path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    for part in ("vae", "unet", "text_encoder"):
+        drop_name_or_path(folder / part / "config.json")
     return folder
+
+
+def drop_name_or_path(config_path: Path) -> None:
+    """Remove ``_name_or_path`` (where the weights were loaded from, e.g. ``--init-from``) from a saved config."""
+    cfg = json.loads(config_path.read_text())
+    if cfg.pop("_name_or_path", None) is not None:
+        config_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
 def load_components(folder: Path):
@@ -317,6 +321,42 @@ def pick_device(name: str) -> str:
     return name
 
 
+def adamw(params, device: str, **kwargs: Any):
+    """``torch.optim.AdamW(params, **kwargs)``, fused on CUDA."""
+    import torch
+
+    return torch.optim.AdamW(params, **kwargs, **({"fused": True} if device == "cuda" else {}))
+
+
+def set_lr(opt, lr: float) -> None:
+    """Set the learning rate of every parameter group of ``opt``."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
+def noisy_batch(
+    mean, std, ids_all, empty, alphas_cumprod, batch: int, scale: float, cfg_drop: float, draw_t, g, device: str
+):
+    """One diffusion training batch from pre-encoded latents, all random draws from ``g`` in a fixed order.
+
+    ``mean``/``std``: ``(n, 4, h, w)`` posterior of the VAE; ``ids_all``: ``(n, 77)`` caption ids; ``empty``:
+    ``(77,)`` ids of the empty caption (used with probability ``cfg_drop``); ``draw_t(batch)`` draws the
+    timesteps. Returns ``(idx, ids, xt, t, noise)``: the picked rows ``(batch,)``, their ids ``(batch, 77)``,
+    the noised latents and the noise ``(batch, 4, h, w)``, and the timesteps ``(batch,)``.
+    """
+    import torch
+
+    idx = torch.randint(0, len(mean), (batch,), device=device, generator=g)
+    x0 = (mean[idx].float() + std[idx].float() * torch.randn(mean[idx].shape, device=device, generator=g)) * scale
+    drop = torch.rand(batch, device=device, generator=g) < cfg_drop
+    ids = torch.where(drop[:, None], empty[None, :], ids_all[idx])
+    noise = torch.randn(x0.shape, device=device, generator=g)
+    t = draw_t(batch)
+    a = alphas_cumprod[t].view(-1, 1, 1, 1)
+    xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    return idx, ids, xt, t, noise
+
+
 # --------------------------------------------------------------------------------------------------
 # Stage 1: VAE
 # --------------------------------------------------------------------------------------------------
@@ -339,9 +379,7 @@ def train_vae(vae, images: np.ndarray, args, device: str, state: dict | None = N
     if device == "cuda":
         vae.to(memory_format=torch.channels_last)
     params = list(vae.parameters())
-    opt = torch.optim.AdamW(
-        params, lr=args.vae_lr, weight_decay=0.0, betas=(0.9, 0.99), **({"fused": True} if device == "cuda" else {})
-    )
+    opt = adamw(params, device, lr=args.vae_lr, weight_decay=0.0, betas=(0.9, 0.99))
     step = 0
     if state:
         opt.load_state_dict(state["optimizer"])
@@ -358,8 +396,7 @@ def train_vae(vae, images: np.ndarray, args, device: str, state: dict | None = N
         idx = torch.randint(0, len(data), (args.vae_batch,), generator=g)
         x = to_model_input(data[idx.to(data.device)], device)
         lr = lr_at(step, clock.progress(step - start_step), args.vae_lr, args.vae_warmup, "cosine", 0.1)
-        for group in opt.param_groups:
-            group["lr"] = lr
+        set_lr(opt, lr)
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
             posterior = vae.encode(x).latent_dist
             z = posterior.sample()
@@ -486,18 +523,39 @@ def _unet_loss(model, text_encoder, ids, xt, t, noise, weight, use_amp: bool):
     return per.detach()
 
 
+def _unet_step(model, unet, text_encoder, opt, params, batch, weight, use_amp: bool):
+    """Forward, backward and optimiser step of one batch; returns ``(per-sample MSE, model)``.
+
+    A compiled ``model`` that fails falls back to the eager ``unet`` (returned, to be used from then on).
+    """
+    import torch
+
+    _, ids, xt, t, noise = batch
+    opt.zero_grad(set_to_none=True)
+    try:
+        per = _unet_loss(model, text_encoder, ids, xt, t, noise, weight, use_amp)
+    except Exception as exc:
+        if model is unet:
+            raise
+        log("compile_failed", error=f"{type(exc).__name__}: {exc}"[:500])
+        model = unet
+        opt.zero_grad(set_to_none=True)
+        per = _unet_loss(model, text_encoder, ids, xt, t, noise, weight, use_amp)
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    return per, model
+
+
 def train_unet(unet, text_encoder, latents, captions_ids, args, device: str, state: dict | None = None):
+    """Train UNet and text encoder together on ``latents = (mean, std)``; ``(checkpoint state, EMA)``."""
     import torch
 
     torch.manual_seed(args.seed + 2)
     mean, std = latents
-    scale = float(args.scaling_factor)
     unet.to(device).train()
     text_encoder.to(device).train()
     params = list(unet.parameters()) + list(text_encoder.parameters())
-    opt = torch.optim.AdamW(
-        params, lr=args.unet_lr, weight_decay=0.01, betas=(0.9, 0.999), **({"fused": True} if device == "cuda" else {})
-    )
+    opt = adamw(params, device, lr=args.unet_lr, weight_decay=0.01, betas=(0.9, 0.999))
     ema = EMA(params, args.ema_decay)
     step = 0
     if state:
@@ -506,12 +564,10 @@ def train_unet(unet, text_encoder, latents, captions_ids, args, device: str, sta
         if state.get("ema") is not None:
             ema.load(state["ema"])
         step = state.get("step", 0)
-    sched = build_scheduler()
-    ac = sched.alphas_cumprod.to(device=device, dtype=torch.float32)
+    ac = build_scheduler().alphas_cumprod.to(device=device, dtype=torch.float32)
     snr_all = ac / (1 - ac)
     ids_all = torch.as_tensor(captions_ids, device=device)
     empty = torch.as_tensor(args.empty_ids, device=device)
-    n = len(mean)
     g = torch.Generator(device=device).manual_seed(args.seed + 3)
     model = unet
     if getattr(args, "compile", False) and device == "cuda":
@@ -519,54 +575,46 @@ def train_unet(unet, text_encoder, latents, captions_ids, args, device: str, sta
         model = torch.compile(unet)
         log("compile", mode="default")
     clock = Clock(args.unet_steps, args.unet_time)
-    use_amp = device == "cuda"
     start_step = step
     t_log = time.time()
     loss_acc = torch.zeros((), device=device)
+
+    def draw_t(n: int):
+        return torch.randint(0, 1000, (n,), device=device, generator=g)
+
     while not clock.done(step - start_step):
-        idx = torch.randint(0, n, (args.unet_batch,), device=device, generator=g)
-        x0 = (mean[idx].float() + std[idx].float() * torch.randn(mean[idx].shape, device=device, generator=g)) * scale
-        ids = ids_all[idx]
-        drop = torch.rand(args.unet_batch, device=device, generator=g) < args.cfg_drop
-        ids = torch.where(drop[:, None], empty[None, :], ids)
-        noise = torch.randn(x0.shape, device=device, generator=g)
-        t = torch.randint(0, 1000, (args.unet_batch,), device=device, generator=g)
-        a = ac[t].view(-1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        batch = noisy_batch(
+            mean, std, ids_all, empty, ac, args.unet_batch, float(args.scaling_factor), args.cfg_drop, draw_t, g, device
+        )
         lr = lr_at(step - start_step, clock.progress(step - start_step), args.unet_lr, args.warmup, args.schedule)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        snr = snr_all[t]
+        set_lr(opt, lr)
+        snr = snr_all[batch[3]]
         weight = torch.clamp(snr, max=args.min_snr) / snr if args.min_snr > 0 else torch.ones_like(snr)
-        opt.zero_grad(set_to_none=True)
-        try:
-            per = _unet_loss(model, text_encoder, ids, xt, t, noise, weight, use_amp)
-        except Exception as exc:
-            if model is unet:
-                raise
-            log("compile_failed", error=f"{type(exc).__name__}: {exc}"[:500])
-            model = unet
-            opt.zero_grad(set_to_none=True)
-            per = _unet_loss(model, text_encoder, ids, xt, t, noise, weight, use_amp)
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        per, model = _unet_step(model, unet, text_encoder, opt, params, batch, weight, device == "cuda")
         ema.update(step)
         step += 1
         loss_acc += per.mean()
         if step % args.log_every == 0:
-            log(
-                "unet",
-                step=step,
-                loss=round(float(loss_acc) / args.log_every, 5),
-                lr=round(lr, 7),
-                elapsed=round(clock.elapsed(), 1),
-                it_s=round(args.log_every / (time.time() - t_log), 2),
-            )
-            loss_acc.zero_()
+            log_train("unet", step, loss_acc, args.log_every, lr, clock, t_log)
             t_log = time.time()
     unet.eval()
     text_encoder.eval()
     return {"optimizer": opt.state_dict(), "ema": ema.state_dict(), "step": step}, ema
+
+
+def log_train(event: str, step: int, loss_acc, every: int, lr: float, clock: Clock, t_log: float) -> float:
+    """Log the mean loss of the last ``every`` steps (and zero ``loss_acc``); returns that mean."""
+    value = float(loss_acc) / every
+    log(
+        event,
+        step=step,
+        loss=round(value, 5),
+        lr=round(lr, 7),
+        elapsed=round(clock.elapsed(), 1),
+        it_s=round(every / (time.time() - t_log), 2),
+    )
+    loss_acc.zero_()
+    return value
 
 
 # --------------------------------------------------------------------------------------------------
@@ -575,6 +623,7 @@ def train_unet(unet, text_encoder, latents, captions_ids, args, device: str, sta
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    # Over 60 lines: one flat table of command-line options, clearer kept together than split.
     p = argparse.ArgumentParser(prog="python -m training.toyworld.train", description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--out", type=Path, default=Path("models/toy-world"), help="pipeline folder to write (fp16 safetensors)"
@@ -669,14 +718,111 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(threads)
 
 
-def _run(args: argparse.Namespace, device: str, t_start: float) -> dict:
+def configure_device(device: str, seed: int) -> None:
+    """TF32 matmuls and cuDNN autotuning on CUDA; seed torch's global generator (model init draws from it)."""
     import torch
 
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-    torch.manual_seed(args.seed)
+    torch.manual_seed(seed)
+
+
+def _build_models(args: argparse.Namespace, cfg: ModelConfig, work: Path) -> tuple[Any, Any, Any]:
+    """``(vae, text_encoder, unet)``: fresh, from ``--init-from``, with the VAE from ``--work`` on ``--resume``."""
+    from diffusers import AutoencoderKL
+
+    if args.init_from is not None:
+        vae, text_encoder, unet = load_components(args.init_from)
+        log("init_from", folder=str(args.init_from))
+    else:
+        vae, text_encoder, unet = build_vae(cfg), build_text_encoder(cfg), build_unet(cfg)
+    if args.resume and (work / "vae").exists():
+        vae = AutoencoderKL.from_pretrained(work / "vae", local_files_only=True)
+    return vae, text_encoder, unet
+
+
+def _resume_state(args: argparse.Namespace, path: Path) -> dict | None:
+    """The optimiser/step checkpoint at ``path`` when resuming and it exists, else ``None``."""
+    import torch
+
+    return torch.load(path, weights_only=False) if args.resume and path.exists() else None
+
+
+def _vae_stage(vae, args: argparse.Namespace, data_cfg: DataConfig, device: str, work: Path) -> dict:
+    """Stage 1: render the VAE set, train, measure PSNR, set the scaling factor, checkpoint; the summary."""
+    import torch
+
+    state = _resume_state(args, work / "vae_state.pt")
+    t0 = time.time()
+    vae_imgs = np.concatenate(
+        [c[0] for c in iter_training_chunks(args.vae_images, args.data_seed + 1000, data_cfg, args.workers)]
+    )
+    log("vae_data", images=len(vae_imgs), seconds=round(time.time() - t0, 1))
+    vstate = train_vae(vae, vae_imgs, args, device, state)
+    held = vae_imgs[: min(len(vae_imgs), 1024)]
+    psnr = vae_psnr(vae, held, device)
+    set_scaling_factor(vae, held, device)
+    summary = {"steps": vstate["step"], "psnr_db": round(psnr, 2), "seconds": round(time.time() - t0, 1)}
+    log("vae_done", **summary)
+    vae.to("cpu").save_pretrained(work / "vae")
+    torch.save(vstate, work / "vae_state.pt")
+    return summary
+
+
+def _unet_stage(vae, text_encoder, unet, args, data_cfg: DataConfig, device: str, work: Path) -> tuple[Any, Any, dict]:
+    """Stage 2: encode the set, train UNet + text encoder, checkpoint; ``(text_encoder, unet, summary)``.
+
+    On ``--resume`` the models come from ``--work``; unless ``--no-ema`` the returned ones carry the EMA weights.
+    """
+    import torch
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    tokens = CaptionTokens(build_tokenizer(work / "tokenizer"))
+    mean, std, captions = encode_dataset(vae, args.num_images, args.data_seed, data_cfg, device, args.workers)
+    args.scaling_factor = vae.config.scaling_factor
+    log("latents", scaling_factor=args.scaling_factor, mean=float(mean[:4096].float().mean()))
+    ids = tokens.encode(captions)
+    args.empty_ids = tokens.ids("")
+    state = None
+    if args.resume and (work / "unet").exists():
+        unet = UNet2DConditionModel.from_pretrained(work / "unet", local_files_only=True)
+        text_encoder = CLIPTextModel.from_pretrained(work / "text_encoder", local_files_only=True)
+        state = torch.load(work / "unet_state.pt", weights_only=False)
+    t0 = time.time()
+    ustate, ema = train_unet(unet, text_encoder, (mean, std), ids, args, device, state)
+    summary = {"steps": ustate["step"], "seconds": round(time.time() - t0, 1), "images": len(captions)}
+    log("unet_done", **summary)
+    unet.to("cpu").save_pretrained(work / "unet")
+    text_encoder.to("cpu").save_pretrained(work / "text_encoder")
+    torch.save(ustate, work / "unet_state.pt")
+    if not args.no_ema:
+        ema.copy_to(list(unet.parameters()) + list(text_encoder.parameters()))
+    return text_encoder, unet, summary
+
+
+def _export(vae, text_encoder, unet, args: argparse.Namespace, work: Path, summary: dict) -> Path:
+    """Write the fp16 pipeline folder ``--out`` and ``train_args.json``; sizes go into ``summary``."""
+    vae.to("cpu")
+    out = save_pipeline(args.out, vae, text_encoder, unet)
+    summary["out"] = str(out)
+    summary["size_mb"] = round(folder_size(out) / 1e6, 2)
+    log("saved", folder=str(out), size_mb=summary["size_mb"])
+    (work / "train_args.json").write_text(
+        json.dumps(
+            {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "empty_ids"}, indent=2
+        )
+    )
+    return out
+
+
+def _run(args: argparse.Namespace, device: str, t_start: float) -> dict:
+    """The stages named by ``--stages``, the export and the optional evaluation; the run's summary."""
+    import torch
+
+    configure_device(device, args.seed)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = set(stages) - {"vae", "unet"}
     if unknown:
@@ -698,85 +844,19 @@ def _run(args: argparse.Namespace, device: str, t_start: float) -> dict:
         torch=torch.__version__,
         gpu=torch.cuda.get_device_name() if device == "cuda" else None,
     )
-
-    # ---- models -------------------------------------------------------------------------------
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel
-
-    if args.init_from is not None:
-        vae, text_encoder, unet = load_components(args.init_from)
-        log("init_from", folder=str(args.init_from))
-    else:
-        vae, text_encoder, unet = build_vae(cfg), build_text_encoder(cfg), build_unet(cfg)
-    if args.resume and (work / "vae").exists():
-        vae = AutoencoderKL.from_pretrained(work / "vae", local_files_only=True)
+    vae, text_encoder, unet = _build_models(args, cfg, work)
     counts = {
         k: sum(p.numel() for p in m.parameters())
         for k, m in (("vae", vae), ("text_encoder", text_encoder), ("unet", unet))
     }
     log("params", **counts)
     summary: dict[str, Any] = {"params": counts}
-
-    # ---- stage 1: VAE -------------------------------------------------------------------------
     if "vae" in stages:
-        state = (
-            torch.load(work / "vae_state.pt", weights_only=False)
-            if args.resume and (work / "vae_state.pt").exists()
-            else None
-        )
-        t0 = time.time()
-        vae_imgs = np.concatenate(
-            [c[0] for c in iter_training_chunks(args.vae_images, args.data_seed + 1000, data_cfg, args.workers)]
-        )
-        log("vae_data", images=len(vae_imgs), seconds=round(time.time() - t0, 1))
-        vstate = train_vae(vae, vae_imgs, args, device, state)
-        held = vae_imgs[: min(len(vae_imgs), 1024)]
-        psnr = vae_psnr(vae, held, device)
-        set_scaling_factor(vae, held, device)
-        summary["vae"] = {"steps": vstate["step"], "psnr_db": round(psnr, 2), "seconds": round(time.time() - t0, 1)}
-        log("vae_done", **summary["vae"])
-        vae.to("cpu").save_pretrained(work / "vae")
-        torch.save(vstate, work / "vae_state.pt")
-        del vae_imgs
+        summary["vae"] = _vae_stage(vae, args, data_cfg, device, work)
     vae.to(device).eval()
-
-    # ---- stage 2: UNet + text encoder -----------------------------------------------------------
     if "unet" in stages:
-        tokenizer = build_tokenizer(work / "tokenizer")
-        tokens = CaptionTokens(tokenizer)
-        mean, std, captions = encode_dataset(vae, args.num_images, args.data_seed, data_cfg, device, args.workers)
-        args.scaling_factor = vae.config.scaling_factor
-        log("latents", scaling_factor=args.scaling_factor, mean=float(mean[:4096].float().mean()))
-        ids = tokens.encode(captions)
-        args.empty_ids = tokens.ids("")
-        state = None
-        if args.resume and (work / "unet").exists():
-            unet = UNet2DConditionModel.from_pretrained(work / "unet", local_files_only=True)
-            text_encoder = CLIPTextModel.from_pretrained(work / "text_encoder", local_files_only=True)
-            state = torch.load(work / "unet_state.pt", weights_only=False)
-        t0 = time.time()
-        ustate, ema = train_unet(unet, text_encoder, (mean, std), ids, args, device, state)
-        summary["unet"] = {"steps": ustate["step"], "seconds": round(time.time() - t0, 1), "images": len(captions)}
-        log("unet_done", **summary["unet"])
-        unet.to("cpu").save_pretrained(work / "unet")
-        text_encoder.to("cpu").save_pretrained(work / "text_encoder")
-        torch.save(ustate, work / "unet_state.pt")
-        if not args.no_ema:
-            ema.copy_to(list(unet.parameters()) + list(text_encoder.parameters()))
-        del mean, std
-
-    # ---- export ---------------------------------------------------------------------------------
-    vae.to("cpu")
-    out = save_pipeline(args.out, vae, text_encoder, unet)
-    summary["out"] = str(out)
-    summary["size_mb"] = round(folder_size(out) / 1e6, 2)
-    log("saved", folder=str(out), size_mb=summary["size_mb"])
-    (work / "train_args.json").write_text(
-        json.dumps(
-            {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "empty_ids"}, indent=2
-        )
-    )
-
+        text_encoder, unet, summary["unet"] = _unet_stage(vae, text_encoder, unet, args, data_cfg, device, work)
+    out = _export(vae, text_encoder, unet, args, work, summary)
     if args.eval_n > 0:
         from .evaluate import evaluate_folder
 

@@ -58,6 +58,7 @@ import tuneavideo
 from tuneavideo.toyworld.render import random_scene, render_depth_hint, render_image
 
 from .data import DataConfig, draw_training_scene, iter_chunks
+from .train import log
 
 KINDS = ("controlnet", "t2i_adapter")
 #: The hint each kind of control model is trained on.
@@ -239,50 +240,50 @@ def sample_timesteps(how: str, n: int, device: str, generator, num_train_timeste
     raise ValueError(f"timestep sampling must be uniform or cubic, got {how!r}")
 
 
-def train(kind, model, unet, text_encoder, data, ids_all, empty_ids, args, device: str, amp: bool, t_start: float):
-    import torch
-    import torch.nn.functional as F
-
-    from .train import Clock, build_scheduler, lr_at
-
-    mean, std, hints = data
-    scale = float(args.scaling_factor)
-    model.to(device).train()
-    unet.to(device)
-    text_encoder.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(
-        params, lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.999),
-        **({"fused": True} if device == "cuda" else {}),
-    )  # fmt: skip
-    ac = build_scheduler().alphas_cumprod.to(device=device, dtype=torch.float32)
-    empty = torch.as_tensor(empty_ids, device=device)
-    n = len(mean)
-    g = torch.Generator(device=device).manual_seed(args.seed + 3)
+def _budget(args, t_start: float) -> float | None:
+    """Seconds of training: ``--time``, cut to what ``--deadline`` leaves after ``--reserve`` (at least 1 s)."""
     budget = args.time
     if args.deadline:
         left = args.deadline - (time.time() - t_start) - args.reserve
         budget = left if budget is None else min(budget, left)
         budget = max(budget, 1.0)
+    return budget
+
+
+def train(kind, model, unet, text_encoder, data, ids_all, empty_ids, args, device: str, amp: bool, t_start: float):
+    """Train the control ``model`` on ``data = (mean, std, hints)`` with the base frozen; the training record."""
+    import torch
+    import torch.nn.functional as F
+
+    from .train import Clock, adamw, build_scheduler, log_train, lr_at, noisy_batch, set_lr
+
+    mean, std, hints = data
+    model.to(device).train()
+    unet.to(device)
+    text_encoder.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = adamw(params, device, lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.999))
+    ac = build_scheduler().alphas_cumprod.to(device=device, dtype=torch.float32)
+    empty = torch.as_tensor(empty_ids, device=device)
+    g = torch.Generator(device=device).manual_seed(args.seed + 3)
+    budget = _budget(args, t_start)
     clock = Clock(args.steps, budget)
     step = 0
     losses: list[float] = []
     acc = torch.zeros((), device=device)
     t_log = time.time()
-    log("train_start", kind=kind, images=n, batch=args.batch, lr=args.lr, steps=args.steps, seconds=budget)
+    log("train_start", kind=kind, images=len(mean), batch=args.batch, lr=args.lr, steps=args.steps, seconds=budget)
+
+    def draw_t(n: int):
+        return sample_timesteps(args.timesteps, n, device, g)
+
     while not clock.done(step):
-        idx = torch.randint(0, n, (args.batch,), device=device, generator=g)
-        x0 = (mean[idx].float() + std[idx].float() * torch.randn(mean[idx].shape, device=device, generator=g)) * scale
+        idx, ids, xt, t, noise = noisy_batch(
+            mean, std, ids_all, empty, ac, args.batch, float(args.scaling_factor), args.cfg_drop, draw_t, g, device
+        )
         cond = hints_to_input(hints[idx], device)
-        drop = torch.rand(args.batch, device=device, generator=g) < args.cfg_drop
-        ids = torch.where(drop[:, None], empty[None, :], ids_all[idx])
-        noise = torch.randn(x0.shape, device=device, generator=g)
-        t = sample_timesteps(args.timesteps, args.batch, device, g)
-        a = ac[t].view(-1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         lr = lr_at(step, clock.progress(step), args.lr, args.warmup, "cosine")
-        for group in opt.param_groups:
-            group["lr"] = lr
+        set_lr(opt, lr)
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=amp):
             with torch.no_grad():
                 ctx = text_encoder(ids)[0]
@@ -295,13 +296,7 @@ def train(kind, model, unet, text_encoder, data, ids_all, empty_ids, args, devic
         step += 1
         acc += loss.detach()
         if step % args.log_every == 0:
-            value = float(acc) / args.log_every
-            losses.append(round(value, 5))
-            log(
-                "train", step=step, loss=round(value, 5), lr=round(lr, 7), elapsed=round(clock.elapsed(), 1),
-                it_s=round(args.log_every / (time.time() - t_log), 2),
-            )  # fmt: skip
-            acc.zero_()
+            losses.append(round(log_train("train", step, acc, args.log_every, lr, clock, t_log), 5))
             t_log = time.time()
     model.eval()
     return {"steps": step, "seconds": round(clock.elapsed(), 1), "loss_log": losses, "log_every": args.log_every}
@@ -414,11 +409,8 @@ def quick_fidelity(kind, model, unet, text_encoder, vae, tokens, args, device, a
 # --------------------------------------------------------------------------------------------------
 
 
-def log(event: str, **fields: Any) -> None:
-    print(json.dumps({"event": event, **fields}), flush=True)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    # Over 60 lines: one flat table of command-line options, clearer kept together than split.
     p = argparse.ArgumentParser(prog="python -m training.toyworld.train_control", description=__doc__.split("\n\n")[0])
     p.add_argument("--kind", choices=KINDS, required=True)
     p.add_argument("--base", type=Path, default=DEFAULT_BASE, help="the toy-world pipeline folder (frozen)")
@@ -509,15 +501,11 @@ def main(argv: list[str] | None = None) -> dict:
 def _run(args: argparse.Namespace, t_start: float) -> dict:
     import torch
 
-    from .train import CaptionTokens, folder_size, pick_device
+    from .train import CaptionTokens, configure_device, pick_device
 
     device = pick_device(args.device)
     amp = args.precision == "bf16" or (args.precision == "auto" and device == "cuda")
-    if device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
-    torch.manual_seed(args.seed)
+    configure_device(device, args.seed)
     log(
         "start", kind=args.kind, hint=HINT_OF_KIND[args.kind], device=device, amp=amp, torch=torch.__version__,
         gpu=torch.cuda.get_device_name() if device == "cuda" else None,
@@ -552,21 +540,27 @@ def _run(args: argparse.Namespace, t_start: float) -> dict:
         summary["quick_fidelity"] = quick_fidelity(args.kind, model, unet, text_encoder, vae, tokens, args, device, amp)
         log("quick_fidelity", elapsed=round(time.time() - t_start, 1), **summary["quick_fidelity"])
 
+    _save(model, args, device, summary, {"images": len(captions), "data_seconds": round(secs, 1)}, t_start)
+    return summary
+
+
+def _save(model, args: argparse.Namespace, device: str, summary: dict, data: dict, t_start: float) -> Path:
+    """Write the fp16 diffusers folder ``--out`` and its ``training.json``; the size goes into ``summary``."""
+    import torch
+
+    from .train import drop_name_or_path, folder_size
+
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)
     model.to("cpu", torch.float16).save_pretrained(out, safe_serialization=True)
-    cfg_path = out / "config.json"
-    cfg = json.loads(cfg_path.read_text())
-    if cfg.pop("_name_or_path", None) is not None:
-        cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    drop_name_or_path(out / "config.json")
     record = {
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "torch": torch.__version__,
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
         **summary,
-        "images": len(captions),
-        "data_seconds": round(secs, 1),
+        **data,
         "total_seconds": round(time.time() - t_start, 1),
     }
     record["args"]["base"] = Path(args.base).name
@@ -574,7 +568,7 @@ def _run(args: argparse.Namespace, t_start: float) -> dict:
     (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     summary["size_mb"] = round(folder_size(out) / 1e6, 2)
     log("saved", folder=str(out), size_mb=summary["size_mb"], total_seconds=record["total_seconds"])
-    return summary
+    return out
 
 
 if __name__ == "__main__":

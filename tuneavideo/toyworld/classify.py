@@ -273,14 +273,8 @@ def score_truth(result: Classification, truth: GroundTruth, index: int = 0) -> d
 
 
 # --------------------------------------------------------------------------------------------------
-# Videos
+# Motion
 # --------------------------------------------------------------------------------------------------
-
-
-def classify_video(frames: np.ndarray, references: list[GroundTruth] | None = None) -> list[Classification]:
-    """Classify every frame of a ``(f, h, w, 3)`` uint8 clip."""
-    refs = references if references is not None else [None] * len(frames)
-    return [classify_image(np.ascontiguousarray(f), r) for f, r in zip(frames, refs)]
 
 
 def motion_direction(centroids: list[tuple[float, float] | None], size: int = 128, still_frac: float = 0.05) -> str:

@@ -471,6 +471,40 @@ def _pick(rng: np.random.Generator, items: Sequence[str]) -> str:
     return items[int(rng.integers(len(items)))]
 
 
+def _place_object(
+    rng: np.random.Generator,
+    objects: list[ObjectSpec],
+    background: str,
+    bg_name: str,
+    size_range: tuple[float, float],
+    colors: Sequence[str],
+    shapes: Sequence[str],
+    margin: float,
+    exclude: Callable[[str, str, str], bool] | None,
+    tries: int = 50,
+) -> ObjectSpec | None:
+    """One object wholly inside the frame, clear of ``objects`` and coloured unlike them and the background.
+
+    Up to ``tries`` draws from ``rng``; ``None`` when none fits.
+    """
+    lo, hi = size_range
+    for _t in range(tries):
+        color = _pick(rng, colors)
+        shape = _pick(rng, shapes)
+        if color == background or any(o.color == color for o in objects):
+            continue
+        if exclude is not None and exclude(color, shape, bg_name):
+            continue
+        s = float(rng.uniform(lo, hi))
+        half = 0.5 * s + margin
+        x = float(rng.uniform(half, 1.0 - half))
+        y = float(rng.uniform(half, 1.0 - half))
+        if any(abs(x - o.x) < 0.5 * (s + o.size) + 0.02 and abs(y - o.y) < 0.5 * (s + o.size) + 0.02 for o in objects):
+            continue
+        return ObjectSpec(shape, color, s, x, y)
+    return None
+
+
 def random_scene(
     rng: np.random.Generator,
     *,
@@ -502,34 +536,14 @@ def random_scene(
         else:
             texture = "plain"
         bg_name = background if texture == "plain" else f"{background} {texture}"
-        lo, hi = size_range if n == 1 else two_size_range
+        sizes = size_range if n == 1 else two_size_range
         objects: list[ObjectSpec] = []
-        ok = True
         for _i in range(n):
-            placed = False
-            for _t in range(50):
-                color = _pick(rng, colors)
-                shape = _pick(rng, shapes)
-                if color == background or any(o.color == color for o in objects):
-                    continue
-                if exclude is not None and exclude(color, shape, bg_name):
-                    continue
-                s = float(rng.uniform(lo, hi))
-                half = 0.5 * s + margin
-                x = float(rng.uniform(half, 1.0 - half))
-                y = float(rng.uniform(half, 1.0 - half))
-                if any(
-                    abs(x - o.x) < 0.5 * (s + o.size) + 0.02 and abs(y - o.y) < 0.5 * (s + o.size) + 0.02
-                    for o in objects
-                ):
-                    continue
-                objects.append(ObjectSpec(shape, color, s, x, y))
-                placed = True
+            obj = _place_object(rng, objects, background, bg_name, sizes, colors, shapes, margin, exclude)
+            if obj is None:
                 break
-            if not placed:
-                ok = False
-                break
-        if ok:
+            objects.append(obj)
+        else:
             return SceneSpec(tuple(objects), background, texture)
     raise RuntimeError("random_scene: could not place the objects; loosen the constraints")
 
