@@ -49,12 +49,11 @@ def base_state(engine):
 @pytest.fixture(scope="module")
 def audio_clip(tiny_clip: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """The tiny clip with a 440 Hz tone muxed in (10 frames at 8 fps = 1.25 s)."""
-    from tuneavideo.video import ffmpeg_exe
+    from tuneavideo.video import read_video
+    from video_clips import write_clip
 
-    out = tmp_path_factory.mktemp("audio") / "clip-audio.mp4"
-    cmd = [ffmpeg_exe(), "-loglevel", "error", "-i", tiny_clip, "-f", "lavfi", "-i", "sine=frequency=440:duration=2",
-           "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", "-shortest", str(out)]  # fmt: skip
-    subprocess.run(cmd, check=True, capture_output=True)
+    frames, _ = read_video(tiny_clip, VideoSpec(num_frames=10, width=64, height=48, resize="squash"))
+    out = write_clip(tmp_path_factory.mktemp("audio") / "clip-audio.mp4", frames, fps=8, tone=(440.0, None))
     return str(out)
 
 
@@ -305,7 +304,7 @@ def test_settings_from_env_flags_and_default_model(tmp_path: Path, monkeypatch):
 
 def test_default_model_on_a_gpu_box(tmp_path: Path, monkeypatch):
     """With CUDA: SD 1.5 in fp16 when the hub answers; the toy-world model (with the reason) when it does not."""
-    import tuneavideo.loading as loading_mod
+    import tuneavideo.hub as hub_mod
     import tuneavideo.settings as settings_mod
     from tuneavideo.config import DEFAULT_BASE_MODEL
     from tuneavideo.settings import resolve_default_model
@@ -316,10 +315,11 @@ def test_default_model_on_a_gpu_box(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(settings_mod, "TOY_WORLD_DIR", toy)
     monkeypatch.setattr(settings_mod, "cuda_available", lambda: True)
     monkeypatch.setattr(settings_mod, "_sd_cached", lambda model_id: False)
-    monkeypatch.setattr(loading_mod, "hub_reachable", lambda timeout=2.0: True)
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # the policy is decided by the (patched) probe
+    monkeypatch.setattr(hub_mod, "hub_reachable", lambda timeout=2.0: True)
     model, dtype, kind, reason = resolve_default_model("auto", tmp_path)
     assert (model, dtype, kind) == (DEFAULT_BASE_MODEL, "fp16", "sd") and reason.startswith("GPU found")
-    monkeypatch.setattr(loading_mod, "hub_reachable", lambda timeout=2.0: False)
+    monkeypatch.setattr(hub_mod, "hub_reachable", lambda timeout=2.0: False)
     model, dtype, kind, reason = resolve_default_model("auto", tmp_path)
     assert model == str(toy) and "hub is unreachable" in reason
     assert os.environ["HF_HUB_OFFLINE"] == "1"

@@ -65,6 +65,7 @@ class Spiller:
 
     save: Callable[[Any, Path], None]  # (value, folder)
     load: Callable[[Path], Any]  # (folder) -> value
+    persistent: bool = False  # the folder outlives the entry (e.g. a run store): never deleted here
 
 
 class ArtifactCache:
@@ -83,9 +84,14 @@ class ArtifactCache:
         self.reloads = 0
 
     # ------------------------------------------------------------------ configuration
-    def register_spill(self, kind: str, save: Callable[[Any, Path], None], load: Callable[[Path], Any]) -> None:
-        """Spill ``kind`` to disk (under ``spill_dir``) instead of dropping it when over budget."""
-        self._spillers[kind] = Spiller(save, load)
+    def register_spill(
+        self, kind: str, save: Callable[[Any, Path], None], load: Callable[[Path], Any], persistent: bool = False
+    ) -> None:
+        """Spill ``kind`` to ``spill_dir / key`` instead of dropping it when over budget.
+
+        ``persistent``: the folder is kept when the entry goes (its owner, e.g. a run store, manages it).
+        """
+        self._spillers[kind] = Spiller(save, load, persistent)
 
     # ------------------------------------------------------------------ lookups
     def __contains__(self, key: str) -> bool:
@@ -256,8 +262,9 @@ class ArtifactCache:
         self._remove_spill(entry)
         entry.value = None
 
-    @staticmethod
-    def _remove_spill(entry: _Entry) -> None:
+    def _remove_spill(self, entry: _Entry) -> None:
         if entry.spill_path is not None:
-            shutil.rmtree(entry.spill_path, ignore_errors=True)
+            spiller = self._spillers.get(entry.kind)
+            if spiller is None or not spiller.persistent:
+                shutil.rmtree(entry.spill_path, ignore_errors=True)
             entry.spill_path = None

@@ -1,33 +1,25 @@
-"""Command line: ``python -m tuneavideo tune|edit|generate|invert|export|presets ...``.
+"""Command line: ``tuneavideo tune|edit|generate|control|invert|export|presets ...``.
 
-A tuned model is a folder: ``tuned.safetensors`` (trainable parameters only), ``tuned.json`` (base
-model, source video and spec, prompt, configs, seed, versions), ``inverted.safetensors`` (DDIM noise
-of the source clip) and ``source.mp4`` (the exact clip it was tuned on).
+Every command runs the steps of :mod:`tuneavideo.workflow`, as the app does, and a tuned model is a
+run folder of :mod:`tuneavideo.store` (``tuned.safetensors``, ``tuned.json``, ``source.mp4`` + exact
+frames, ``inversions/``). Defaults come from the preset, else from the loaded base's profile
+(:mod:`tuneavideo.profiles`), so ``tuneavideo tune --video clip.mp4 --prompt "..." -o out`` on the
+embedded toy-world model finishes in minutes on a CPU.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import re
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
-from .config import (
-    DEFAULT_BASE_MODEL,
-    Preset,
-    SampleConfig,
-    VideoSpec,
-    config_to_dict,
-    list_presets,
-    load_preset,
-    replace,
-)
-from .errors import TuneAVideoError
+from .config import InvertConfig, SampleConfig, VideoSpec, config_to_dict, list_presets, replace
+from .errors import InputError, TuneAVideoError
 
 logger = logging.getLogger("tuneavideo")
 
@@ -37,8 +29,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument(
         "--model",
-        help=f"base SD-1.x: folder, hub id or single file (default: the preset's; else {DEFAULT_BASE_MODEL} on a GPU "
-        "with hub access, otherwise the embedded models/toy-world)",
+        help="base SD-1.x: folder, hub id, single file, or 'toy-world' (the embedded model). Default: the preset's "
+        "or the run's; else Stable Diffusion 1.5 on a GPU with hub access, otherwise toy-world",
     )
     g.add_argument("--device", default="auto", help="cuda, cpu, cuda:1 ... (default: cuda if available)")
     g.add_argument(
@@ -49,8 +41,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 def _add_video_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("video")
-    g.add_argument("--video", help="source video (mp4/mov/webm/avi/gif)")
-    g.add_argument("--frames", type=int, dest="num_frames", help="number of frames (paper: 24)")
+    g.add_argument("--video", help="source video (mp4/mov/webm/avi/mkv/gif)")
+    g.add_argument("--frames", type=int, dest="num_frames", help="number of frames (paper: 24; default: the base's)")
     g.add_argument("--width", type=int, help="frame width, a multiple of 8 (paper: 512)")
     g.add_argument("--height", type=int, help="frame height, a multiple of 8 (paper: 512)")
     g.add_argument("--stride", type=int, help="keep every n-th source frame")
@@ -62,14 +54,15 @@ def _add_video_args(p: argparse.ArgumentParser) -> None:
 
 def _add_sample_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("sampling")
-    g.add_argument("--steps", type=int, dest="num_inference_steps", help="DDIM steps (default 50)")
-    g.add_argument("--guidance", type=float, dest="guidance_scale", help="classifier-free guidance (default 12.5)")
+    g.add_argument("--steps", type=int, dest="num_inference_steps", help="DDIM steps (paper: 50)")
+    g.add_argument("--guidance", type=float, dest="guidance_scale", help="classifier-free guidance (paper: 12.5)")
     g.add_argument("--negative-prompt", dest="negative_prompt")
     g.add_argument("--eta", type=float)
     g.add_argument("--seed", type=int)
+    g.add_argument("--invert-steps", type=int, help="DDIM inversion steps (default: the run's, paper 50)")
     g.add_argument("--fps", type=float, help="output fps (default: the source clip's)")
-    g.add_argument("--gif", action="store_true", help="also write a GIF")
-    g.add_argument("--grid", action="store_true", help="also write a PNG grid of the frames")
+    g.add_argument("--gif", action="store_true", help="also write a GIF per video")
+    g.add_argument("--grid", action="store_true", help="also write a PNG grid of the frames (exact pixels)")
     g.add_argument(
         "--clip-metrics",
         nargs="?",
@@ -80,40 +73,59 @@ def _add_sample_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_control_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("control")
+    g.add_argument(
+        "--hint", choices=["pose", "depth", "canny"], default="canny", help="hint kind (default canny: weight-free)"
+    )
+    g.add_argument("--control-type", choices=["controlnet", "t2i_adapter"],
+                   help="default: controlnet; on the toy-world base, the type it has a model for")  # fmt: skip
+    g.add_argument("--control-model", help="hub id or folder (default: the base profile's model for the hint)")
+    g.add_argument("--hint-video", help="an already-made pose/depth/edge video to use as hints")
+    g.add_argument("--depth-model", help="depth estimator for --hint depth (hub id or folder)")
+    g.add_argument("--depth-backend", choices=["auto", "transformers", "midas", "toyworld"], default="auto",
+                   help="how --hint depth is computed (auto: the base profile's choice)")  # fmt: skip
+    g.add_argument("--scale", type=float, default=1.0, help="conditioning scale")
+    g.add_argument("--control-start", type=float, default=0.0, help="fraction of steps where control starts")
+    g.add_argument("--control-end", type=float, default=1.0, help="fraction of steps where control ends")
+    g.add_argument("--guess-mode", action="store_true", help="ControlNet guess mode")
+    g.add_argument("--inversion", action="store_true", help="start from the DDIM-inverted source (default: noise)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tuneavideo", description=__doc__.split("\n")[0])
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser = argparse.ArgumentParser(prog="tuneavideo", description=__doc__.split("\n")[0])
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info lines")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("tune", help="tune a base model on one video")
     p.add_argument("--preset", help=f"preset name ({', '.join(list_presets()) or 'none'}) or YAML path")
     p.add_argument("--prompt", help="caption of the source video, e.g. 'a man is skiing'")
-    p.add_argument("--output", "-o", help="output folder (default: outputs/<video>-<time>)")
+    p.add_argument("--output", "-o", help="output run folder (default: outputs/<video>-<time>)")
     _add_model_args(p)
     _add_video_args(p)
     g = p.add_argument_group("tuning")
-    g.add_argument("--max-train-steps", type=int, dest="max_train_steps", help="default 500")
-    g.add_argument("--lr", type=float, dest="learning_rate", help="default 3e-5")
+    g.add_argument("--max-train-steps", type=int, dest="max_train_steps", help="paper: 500 (default: the base's)")
+    g.add_argument("--lr", type=float, dest="learning_rate", help="paper: 3e-5")
     g.add_argument("--seed", type=int)
     g.add_argument("--mixed-precision", choices=["auto", "no", "fp16", "bf16"], dest="mixed_precision")
     g.add_argument("--gradient-checkpointing", action="store_true", default=None, dest="gradient_checkpointing")
     g.add_argument("--trainable-modules", nargs="+", dest="trainable_modules")
     g.add_argument("--no-invert", action="store_true", help="skip DDIM inversion of the source after tuning")
-    g.add_argument("--invert-steps", type=int, help="DDIM inversion steps (default 50)")
+    g.add_argument("--invert-steps", type=int, help="DDIM inversion steps (paper: 50)")
 
     p = sub.add_parser("edit", help="edit the tuned video with new prompt(s) (DDIM inversion + sampling)")
-    p.add_argument("--tuned", required=True, help="folder written by `tune`")
+    p.add_argument("--tuned", required=True, help="run folder written by `tune`")
     p.add_argument("--prompt", action="append", help="edit prompt; repeat for several (default: the preset's)")
-    p.add_argument("--output", "-o", help="output .mp4 (one prompt) or folder")
+    p.add_argument("--output", "-o", help="output .mp4 (one prompt) or folder (default: <run>/edits)")
     p.add_argument("--no-inversion", action="store_true", help="start from random noise instead of the inverted source")
     p.add_argument("--side-by-side", action="store_true", help="also write source|edit side by side")
     _add_model_args(p)
     _add_sample_args(p)
 
     p = sub.add_parser("generate", help="text-to-video from noise with a tuned model (its motion, new content)")
-    p.add_argument("--tuned", help="folder written by `tune` (omit for the inflated base only)")
+    p.add_argument("--tuned", help="run folder written by `tune` (omit for the inflated base only)")
     p.add_argument("--prompt", action="append", required=True)
-    p.add_argument("--output", "-o")
+    p.add_argument("--output", "-o", help="output .mp4 (one prompt) or folder (default: <run>/generated)")
     p.add_argument("--frames", type=int, dest="num_frames")
     p.add_argument("--width", type=int)
     p.add_argument("--height", type=int)
@@ -121,39 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sample_args(p)
 
     p = sub.add_parser("control", help="pose/depth/edge-guided generation with ControlNet or T2I-Adapter")
-    p.add_argument("--tuned", help="folder written by `tune` (its clip is the default hint source)")
+    p.add_argument("--tuned", help="run folder written by `tune` (its clip is the default hint source)")
     p.add_argument("--prompt", action="append", required=True)
-    p.add_argument(
-        "--hint", choices=["pose", "depth", "canny"], default="canny", help="hint kind (default canny: weight-free)"
-    )
-    p.add_argument(
-        "--control-type", choices=["controlnet", "t2i_adapter"], default=None,
-        help="default: controlnet; on the toy-world base, the type it has a model for (canny: controlnet, depth: t2i_adapter)",
-    )  # fmt: skip
-    p.add_argument(
-        "--control-model",
-        help="hub id or folder (default: the standard SD-1.5 model for the hint; on the toy-world base its own "
-        "models/toy-world-controlnet-canny or models/toy-world-t2i-adapter-depth)",
-    )
-    p.add_argument("--hint-video", help="an already-made pose/depth/edge video to use as hints")
-    p.add_argument("--depth-model", help="depth estimator for --hint depth (hub id or folder)")
-    p.add_argument(
-        "--depth-backend", choices=["auto", "transformers", "midas", "toyworld"], default="auto",
-        help="how --hint depth is computed (auto: object silhouettes on the toy-world base, else a transformers depth model)",
-    )  # fmt: skip
-    p.add_argument("--scale", type=float, default=1.0, help="conditioning scale")
-    p.add_argument("--control-start", type=float, default=0.0, help="fraction of steps where control starts")
-    p.add_argument("--control-end", type=float, default=1.0, help="fraction of steps where control ends")
-    p.add_argument("--guess-mode", action="store_true", help="ControlNet guess mode")
-    p.add_argument("--inversion", action="store_true", help="start from the DDIM-inverted source (default: noise)")
-    p.add_argument("--output", "-o")
+    p.add_argument("--output", "-o", help="output .mp4 (one prompt) or folder (default: <run>/control)")
+    _add_control_args(p)
     _add_model_args(p)
     _add_video_args(p)
     _add_sample_args(p)
 
     p = sub.add_parser("invert", help="(re)compute the DDIM inversion of the tuned source clip")
     p.add_argument("--tuned", required=True)
-    p.add_argument("--invert-steps", type=int, default=50)
+    p.add_argument("--invert-steps", type=int, help="DDIM inversion steps (default: the run's)")
     _add_model_args(p)
 
     p = sub.add_parser("export", help="write a full official-layout Tune-A-Video pipeline folder")
@@ -167,142 +157,56 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------- helpers
-def _device_and_dtype(args: argparse.Namespace) -> tuple[Any, Any]:
-    import torch
+def _say(args: argparse.Namespace, text: str) -> None:
+    if not args.quiet:
+        print(f"[tuneavideo] {text}", file=sys.stderr)
 
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(args.dtype)
-    if dtype is None:
-        dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
-    return torch.device(device), dtype
+
+def _base(args: argparse.Namespace, fallback: str | None) -> str:
+    """The base model: ``--model``, else ``fallback`` (preset / run), else the default for this machine."""
+    from .profiles import expand_model
+    from .settings import resolve_default_model
+
+    if args.model or fallback:
+        return expand_model(args.model or fallback)
+    model, _, _, reason = resolve_default_model(args.device)
+    _say(args, reason)
+    return model
+
+
+def _profile(args: argparse.Namespace, base: str) -> Any:
+    from .profiles import resolve_profile
+    from .settings import resolve_device
+
+    return resolve_profile(base, resolve_device(args.device))
 
 
 def _load(args: argparse.Namespace, base: str) -> Any:
-    from .loading import load_pipeline
+    from .settings import load_base, resolve_device, resolve_dtype
 
-    device, dtype = _device_and_dtype(args)
-    logger.info("loading %s on %s (%s)", base, device, dtype)
-    pipe = load_pipeline(base, torch_dtype=dtype, device=device)
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    _say(args, f"loading {base} on {device} ({dtype})")
+    pipe = load_base(base, device, dtype)
     pipe.set_progress_bar_config(disable=True)
     if args.xformers:
         pipe.unet.set_attention_backend("xformers")
     return pipe
 
 
-def _default_model(args: argparse.Namespace) -> str:
-    """The model when --model is not given: SD 1.5 on a GPU with the hub (or a cached copy), else the
-    embedded toy-world model, as the app chooses."""
-    from .settings import resolve_default_model
+def _open_run(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str]:
+    from .store import RunFolder
 
-    model, _, _, reason = resolve_default_model(args.device)
-    print(f"[tuneavideo] {reason}", file=sys.stderr)
-    return model
+    run = RunFolder.open(args.tuned)
+    record = run.record
+    return run, record, _base(args, record.get("base_model"))
 
 
-def _safe_name(text: str, limit: int = 60) -> str:
-    """A filesystem-safe slug of user text (never used as a path by itself)."""
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
-    return slug[:limit] or "video"
-
-
-def _progress(args: argparse.Namespace) -> bool:
-    return not args.quiet
-
-
-def _fps(args: argparse.Namespace, record: dict) -> float:
-    return float(args.fps or record.get("clip_fps") or 8.0)
-
-
-def _write_outputs(
-    frames: Any,
-    path: Path,
-    fps: float,
-    args: argparse.Namespace,
-    audio: tuple[str, float] | None = None,
-    prompt: str | None = None,
-) -> list[Path]:
-    from .video import write_frame_grid, write_gif, write_mp4
-
-    out = [
-        write_mp4(frames, path, fps, audio_source=audio[0] if audio else None, audio_start=audio[1] if audio else 0.0)
-    ]
-    if getattr(args, "gif", False):
-        out.append(write_gif(frames, path.with_suffix(".gif"), fps))
-    if getattr(args, "grid", False):
-        out.append(write_frame_grid(frames, path.with_suffix(".png")))
-    if getattr(args, "clip_metrics", None) and prompt is not None:
-        scores = _clip_scorer(args.clip_metrics).score(frames, prompt)
-        metrics_path = path.with_suffix(".metrics.json")
-        metrics_path.write_text(json.dumps({"prompt": prompt, "clip_model": args.clip_metrics, **scores}, indent=2))
-        print(f"{path.name}: CLIP frame consistency {scores['frame_consistency']:.4f}, "
-              f"text alignment {scores['text_alignment']:.2f}", file=sys.stderr)  # fmt: skip
-        out.append(metrics_path)
-    return out
-
-
-_SCORERS: dict[str, Any] = {}
-
-
-def _clip_scorer(model: str) -> Any:
-    from .metrics import ClipScorer
-
-    if model not in _SCORERS:
-        _SCORERS[model] = ClipScorer(model)
-    return _SCORERS[model]
-
-
-def _read_record(folder: Path) -> dict:
-    from .tuning import RECORD_FILE
-
-    path = folder / RECORD_FILE
-    if not path.is_file():
-        raise TuneAVideoError(f"{folder} is not a tuned-model folder (no {RECORD_FILE}); run `tune` first")
-    return json.loads(path.read_text())
-
-
-def _tuned_base(args: argparse.Namespace, record: dict) -> str:
-    """The base model of a tuned run: ``--model``, else the one it was tuned on."""
-    return args.model or record.get("base_model") or DEFAULT_BASE_MODEL
-
-
-def _load_tuned(args: argparse.Namespace) -> tuple[Any, Any, dict, Path]:
-    from .tuning import TunedDelta
-
-    folder = Path(args.tuned)
-    record = _read_record(folder)
-    pipe = _load(args, _tuned_base(args, record))
-    delta = TunedDelta.load(folder)
-    delta.apply(pipe.unet)
-    return pipe, delta, record, folder
-
-
-def _source_frames(record: dict, folder: Path) -> Any:
-    from .video import read_video
-
-    spec = VideoSpec(**record["video_spec"])
-    clip = folder / "source.mp4"
-    if clip.is_file():  # the exact clip used for tuning, already trimmed and resized
-        spec = VideoSpec(num_frames=spec.num_frames, width=spec.width, height=spec.height, resize="squash")
-        return read_video(clip, spec)[0]
-    return read_video(record["video_path"], spec)[0]
-
-
-def _inverted(pipe: Any, record: dict, folder: Path, steps: int, quiet: bool) -> Any:
-    from .tuning import INVERTED_FILE, load_inverted, save_inverted
-
-    path = folder / INVERTED_FILE
-    if path.is_file():
-        latents, meta = load_inverted(path)
-        if meta.get("num_inference_steps") == steps:
-            return latents
-    frames = _source_frames(record, folder)
-    latents = pipe.invert(
-        pipe.encode_video(frames), num_inference_steps=steps, callback=None if quiet else _Bar("invert", steps)
-    )
-    save_inverted(latents, folder, {"num_inference_steps": steps, "prompt": "", "tuned": record.get("prompt")})
-    return latents
+def _load_tuned(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any], str]:
+    """``(run, pipe, delta, record, base)`` of ``--tuned``; the delta is checked against the loaded UNet."""
+    run, record, base = _open_run(args)
+    pipe = _load(args, base)
+    return run, pipe, run.load_delta(pipe.unet), record, base
 
 
 class _Bar:
@@ -314,6 +218,7 @@ class _Bar:
         self.bar = tqdm(total=total, desc=stage, dynamic_ncols=True)
 
     def __call__(self, event: Any) -> None:
+        self.bar.total = event.total
         self.bar.update(event.step - self.bar.n)
         if event.loss is not None:
             self.bar.set_postfix(loss=f"{event.loss:.4f}")
@@ -321,306 +226,342 @@ class _Bar:
             self.bar.close()
 
 
+def _bar(args: argparse.Namespace, stage: str, total: int) -> _Bar | None:
+    return None if args.quiet else _Bar(stage, total)
+
+
+def _from_record(cls: type, record: dict[str, Any], key: str, default: Any) -> Any:
+    from .config import build_config
+
+    data = record.get(key)
+    return build_config(cls, data, f"{RECORD}:{key}") if isinstance(data, dict) else default
+
+
+RECORD = "tuned.json"
+
+
+def _sample_config(args: argparse.Namespace, record: dict[str, Any], profile: Any) -> SampleConfig:
+    from .workflow import check_seed, with_seed
+
+    if args.seed is not None:
+        check_seed(args.seed)
+    base = _from_record(SampleConfig, record, "sample_config", profile.sample)
+    cfg = replace(base, num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale,
+                  negative_prompt=args.negative_prompt, eta=args.eta, seed=args.seed)  # fmt: skip
+    return with_seed(cfg)
+
+
+def _invert_config(args: argparse.Namespace, record: dict[str, Any], profile: Any) -> InvertConfig:
+    return replace(
+        _from_record(InvertConfig, record, "invert_config", profile.invert), num_inference_steps=args.invert_steps
+    )
+
+
+def _output_paths(args: argparse.Namespace, default_dir: Path, prompts: list[str]) -> list[Path]:
+    """One path per prompt: ``-o x.mp4`` for one prompt, else distinct ``<slug>.mp4`` names in the folder."""
+    from .workflow import output_names
+
+    out = Path(args.output) if args.output else None
+    if out is not None and out.suffix.lower() == ".mp4":
+        if len(prompts) > 1:
+            raise InputError(f"-o {out.name} names one file, but {len(prompts)} prompts were given: pass a folder")
+        if out.is_dir():
+            raise InputError(f"-o {out} is a folder, not an .mp4 path")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return [out]
+    folder = out or default_dir
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"output {folder} is a file, not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    return output_names(prompts, folder, fresh=True)
+
+
+def _write(args: argparse.Namespace, paths: list[Path], frames: Any, fps: float, clip: Any, prompts: list[str],
+           hints: Any = None, pairs: bool = False) -> list[Path]:  # fmt: skip
+    """Write the videos (+ GIF, grid, side by sides, CLIP scores) and say what became of the audio."""
+    from .workflow import audio_note, write_outputs
+
+    outs = write_outputs(paths, frames, args.fps or fps, clip, hints, gifs=args.gif, grids=args.grid, pairs=pairs)
+    if clip is not None:
+        _say(args, audio_note(clip, outs.has_audio))
+    written = outs.all
+    if args.clip_metrics:
+        written += _clip_metrics(args.clip_metrics, paths, frames, prompts)
+    return written
+
+
+def _clip_metrics(model: str, paths: list[Path], frames: Any, prompts: list[str]) -> list[Path]:
+    from .metrics import ClipScorer
+    from .store import write_json
+
+    scorer = ClipScorer(model)
+    written = []
+    for path, video, prompt in zip(paths, frames, prompts):
+        scores = scorer.score(video, prompt)
+        written.append(write_json(path.with_suffix(".metrics.json"), {"prompt": prompt, "clip_model": model, **scores}))
+        print(f"{path.name}: CLIP frame consistency {scores['frame_consistency']:.4f}, "
+              f"text alignment {scores['text_alignment']:.2f}", file=sys.stderr)  # fmt: skip
+    return written
+
+
 # ---------------------------------------------------------------------- commands
 def cmd_tune(args: argparse.Namespace) -> list[Path]:
-    import torch
+    from . import workflow as wf
+    from .config import load_preset
+    from .store import RunFolder
 
-    from .tuning import save_inverted, tune
-    from .video import read_video, write_mp4
-
-    preset = load_preset(args.preset) if args.preset else Preset(name="custom", prompt="")
-    video_path = args.video or preset.video_path
-    prompt = args.prompt or preset.prompt
+    preset = load_preset(args.preset) if args.preset else None
+    video_path = args.video or (preset.video_path if preset else None)
+    prompt = (args.prompt or (preset.prompt if preset else "") or "").strip()
     if not video_path:
-        raise TuneAVideoError("no video: pass --video PATH (presets name the paper's clips but you supply the file)")
+        raise InputError("no video: pass --video PATH (presets name the paper's clips but you supply the file)")
     if not prompt:
-        raise TuneAVideoError("no prompt: pass --prompt describing the source video, e.g. 'a man is skiing'")
-    spec = replace(
-        preset.video,
-        num_frames=args.num_frames,
-        width=args.width,
-        height=args.height,
-        stride=args.stride,
-        start_time=args.start_time,
-        resize=args.resize,
-    )
+        raise InputError("no prompt: pass --prompt describing the source video, e.g. 'a man is skiing'")
+    if args.seed is not None:
+        wf.check_seed(args.seed)
+    base = _base(args, preset.base_model if preset else None)
+    profile = _profile(args, base)
+    spec = replace(preset.video if preset else profile.video, num_frames=args.num_frames, width=args.width,
+                   height=args.height, stride=args.stride, start_time=args.start_time, resize=args.resize)  # fmt: skip
     tcfg = replace(
-        preset.tune,
-        max_train_steps=args.max_train_steps,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
-        mixed_precision=args.mixed_precision,
-        gradient_checkpointing=args.gradient_checkpointing,
+        preset.tune if preset else profile.tune,
+        max_train_steps=args.max_train_steps, learning_rate=args.learning_rate, seed=args.seed,
+        mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing,
         trainable_modules=tuple(args.trainable_modules) if args.trainable_modules else None,
+    )  # fmt: skip
+    if tcfg.max_train_steps < 1:
+        raise InputError("--max-train-steps must be at least 1")
+    icfg = replace(preset.invert if preset else profile.invert, num_inference_steps=args.invert_steps)
+    out = Path(args.output or Path("outputs") / f"{wf.slug(Path(video_path).stem)}-{time.strftime('%Y%m%d-%H%M%S')}")
+    _check_run_output(out)
+    clip = wf.read_clip(video_path, spec)  # before loading the model: a bad clip fails in a second
+    _say(
+        args,
+        f"{profile.title} base: {spec.num_frames} frames at {spec.width}x{spec.height}, {tcfg.max_train_steps} steps",
     )
-    icfg = replace(preset.invert, num_inference_steps=args.invert_steps)
-    frames, info = read_video(video_path, spec)
-    out = Path(args.output or Path("outputs") / f"{_safe_name(Path(video_path).stem)}-{time.strftime('%Y%m%d-%H%M%S')}")
-    out.mkdir(parents=True, exist_ok=True)
-    base = args.model or (preset.base_model if args.preset else _default_model(args))
     pipe = _load(args, base)
-    delta = tune(
-        pipe,
-        frames,
-        prompt,
-        tcfg,
-        callback=None if args.quiet else _Bar("tune", tcfg.max_train_steps),
-        video_spec=spec,
-        extra_record={
-            "video_path": str(Path(video_path).resolve()),
-            "clip_fps": info.fps,
-            "clip_start": info.clip_start,
-            "audio": bool(info.has_audio and spec.stride == 1),
-            "preset": preset.name,
-            "edit_prompts": list(preset.edit_prompts),
-            "sample_config": config_to_dict(preset.sample),
-        },
-    )
-    written = [delta.save(out) / "tuned.safetensors", out / "tuned.json"]
-    written.append(write_mp4(frames, out / "source.mp4", info.fps))
+    extra = {
+        "base_model": base,
+        "preset": preset.name if preset else None,
+        "edit_prompts": list(preset.edit_prompts) if preset else [],
+        "sample_config": config_to_dict(preset.sample if preset else profile.sample),
+        "invert_config": config_to_dict(icfg),
+    }
+    delta = wf.tune_clip(pipe, clip, prompt, tcfg, _bar(args, "tune", tcfg.max_train_steps), extra)
+    audio = (clip.audio_source, clip.audio_start) if clip.audio_source else None
+    run = RunFolder.write(out, delta, clip.frames, clip.fps, audio)
+    written = [out / "tuned.safetensors", out / "tuned.json", out / "source.mp4"]
     if not args.no_invert:
-        with torch.no_grad():
-            latents = pipe.invert(
-                pipe.encode_video(frames),
-                num_inference_steps=icfg.num_inference_steps,
-                callback=None if args.quiet else _Bar("invert", icfg.num_inference_steps),
-            )
-        written.append(
-            save_inverted(latents, out, {"num_inference_steps": icfg.num_inference_steps, "prompt": icfg.prompt})
-        )
+        wf.cached_inversion(pipe, run, delta, clip, icfg, _bar(args, "invert", icfg.num_inference_steps))
+        written.append(run.inversion_path(icfg))
+    rec = delta.record
     print(
-        f"tuned {delta.record['trainable_parameters']:,} parameters in {delta.record['seconds']} s "
-        f"(final loss {delta.record['final_loss']:.4f})"
+        f"tuned {rec['trainable_parameters']:,} parameters in {rec['seconds']} s (final loss {rec['final_loss']:.4f})"
     )
     return written
 
 
-def _sample_config(args: argparse.Namespace, record: dict) -> SampleConfig:
-    base = SampleConfig(**record["sample_config"]) if record.get("sample_config") else SampleConfig()
-    return replace(
-        base,
-        num_inference_steps=args.num_inference_steps,
-        guidance_scale=args.guidance_scale,
-        negative_prompt=args.negative_prompt,
-        eta=args.eta,
-        seed=args.seed,
-    )
+def _check_run_output(out: Path) -> None:
+    from .store import RunFolder
 
-
-def _sample(
-    pipe: Any,
-    prompt: str,
-    cfg: SampleConfig,
-    args: argparse.Namespace,
-    stage: str,
-    num_frames: int,
-    height: int,
-    width: int,
-    latents: Any = None,
-    unet_kwargs: Any = None,
-) -> Any:
-    """One video for ``prompt`` as uint8 frames ``(f, h, w, 3)``, with a progress bar."""
-    from .video import to_uint8
-
-    video = pipe(
-        prompt,
-        num_frames=num_frames,
-        height=height,
-        width=width,
-        num_inference_steps=cfg.num_inference_steps,
-        guidance_scale=cfg.guidance_scale,
-        negative_prompt=cfg.negative_prompt,
-        eta=cfg.eta,
-        generator=_generator(cfg.seed),
-        latents=latents,
-        unet_kwargs=unet_kwargs,
-        callback=None if args.quiet else _Bar(f"{stage}: {prompt[:30]}", cfg.num_inference_steps),
-    ).videos[0]
-    return to_uint8(video)
-
-
-def _generator(seed: int | None) -> Any:
-    import torch
-
-    return None if seed is None else torch.Generator(device="cpu").manual_seed(seed)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output {out} is a file, not a folder: choose another -o")
+    if out.is_dir() and any(out.iterdir()) and not RunFolder.is_run(out):
+        raise InputError(f"output folder {out} is not empty and holds no tuned run: choose a new or empty folder")
+    parent = out.parent if out.parent != Path("") else Path(".")
+    probe = parent if parent.exists() else next((p for p in parent.parents if p.exists()), Path("."))
+    if not os.access(probe, os.W_OK):
+        raise InputError(f"cannot write to {probe}: choose another -o")
 
 
 def cmd_edit(args: argparse.Namespace) -> list[Path]:
-    from .video import make_grid, write_mp4
+    from . import workflow as wf
 
-    pipe, _, record, folder = _load_tuned(args)
-    prompts = args.prompt or record.get("edit_prompts") or []
-    if not prompts:
-        raise TuneAVideoError("no edit prompt: pass --prompt 'new description'")
-    cfg = _sample_config(args, record)
+    run, record, base = _open_run(args)
+    prompts = wf.clean_prompts(args.prompt or record.get("edit_prompts") or [], "edit prompt (--prompt)")
+    profile = _profile(args, base)
+    cfg = _sample_config(args, record, profile)
+    paths = _output_paths(args, run.path / "edits", prompts)
+    clip = wf.clip_of_run(run)
+    pipe = _load(args, base)
+    delta = run.load_delta(pipe.unet)
     latents = None
     if not args.no_inversion:
-        latents = _inverted(pipe, record, folder, cfg.num_inference_steps, args.quiet)
-    fps = _fps(args, record)
-    audio = (record["video_path"], record.get("clip_start", 0.0)) if record.get("audio") else None
-    source = _source_frames(record, folder) if args.side_by_side else None
-    written: list[Path] = []
-    for prompt in prompts:
-        frames = _sample(
-            pipe, prompt, cfg, args, "edit", record["num_frames"], record["height"], record["width"], latents
+        icfg = _invert_config(args, record, profile)
+        latents, cached = wf.cached_inversion(
+            pipe, run, delta, clip, icfg, _bar(args, "invert", icfg.num_inference_steps)
         )
-        path = _output_path(args.output, folder, prompt, len(prompts))
-        written += _write_outputs(frames, path, fps, args, audio, prompt)
-        if source is not None:
-            written.append(
-                write_mp4(make_grid([source, frames], ncols=2), path.with_name(path.stem + "-side-by-side.mp4"), fps)
-            )
-    return written
-
-
-def _output_path(output: str | None, folder: Path, prompt: str, n: int) -> Path:
-    name = f"{_safe_name(prompt)}.mp4"
-    if output is None:
-        return folder / "edits" / name
-    out = Path(output)
-    if out.suffix.lower() == ".mp4" and n == 1:
-        return out
-    return out / name
+        _say(args, f"inversion: {'reused' if cached else 'computed and saved'} ({icfg.num_inference_steps} steps)")
+    f, h, w = clip.frames.shape[:3]
+    frames = wf.sample_videos(pipe, delta, prompts, (f, h, w), cfg, latents, _bar(args, "edit", 0))
+    _say(args, f"seed {cfg.seed}")
+    return _write(args, paths, frames, clip.fps, clip, prompts, pairs=args.side_by_side)
 
 
 def cmd_generate(args: argparse.Namespace) -> list[Path]:
+    from . import workflow as wf
+
+    prompts = wf.clean_prompts(args.prompt, "prompt (--prompt)")
     if args.tuned:
-        pipe, _, record, folder = _load_tuned(args)
+        run, pipe, delta, record, base = _load_tuned(args)
+        folder = run.path / "generated"
     else:
-        pipe, record, folder = _load(args, args.model or _default_model(args)), {}, Path("outputs")
-    cfg = _sample_config(args, record)
-    num_frames = args.num_frames or record.get("num_frames") or 8
-    height = args.height or record.get("height") or 512
-    width = args.width or record.get("width") or 512
-    written: list[Path] = []
-    for prompt in args.prompt:
-        video = _sample(pipe, prompt, cfg, args, "generate", num_frames, height, width)
-        path = _output_path(args.output, folder / "generated" if args.tuned else folder, prompt, len(args.prompt))
-        written += _write_outputs(video, path, _fps(args, record), args, prompt=prompt)
-    return written
+        base = _base(args, None)
+        run, delta, record, folder = None, None, {}, Path("outputs")
+    profile = _profile(args, base)
+    cfg = _sample_config(args, record, profile)
+    spec = replace(profile.video, num_frames=args.num_frames or record.get("num_frames"),
+                   height=args.height or record.get("height"), width=args.width or record.get("width"))  # fmt: skip
+    paths = _output_paths(args, folder, prompts)
+    if run is None:
+        pipe = _load(args, base)
+    frames = wf.sample_videos(pipe, delta, prompts, (spec.num_frames, spec.height, spec.width), cfg, None,
+                              _bar(args, "generate", 0))  # fmt: skip
+    _say(args, f"seed {cfg.seed}")
+    return _write(args, paths, frames, float(record.get("clip_fps") or wf.DEFAULT_FPS), None, prompts)
+
+
+def _control_spec(args: argparse.Namespace, profile: Any) -> Any:
+    from .control import ControlSpec
+
+    if args.control_model:
+        kind, model = args.control_type or "controlnet", args.control_model
+    else:  # the base profile's model: a wrong choice fails in a second, not after a load
+        kind, model = profile.control_for(args.hint, args.control_type)
+    return ControlSpec(kind, model, args.hint, args.scale, args.control_start, args.control_end, args.guess_mode)
+
+
+def _hint_config(args: argparse.Namespace, profile: Any) -> Any:
+    from .hints import HintConfig
+
+    backend = "transformers" if args.depth_backend == "auto" else args.depth_backend
+    cfg = HintConfig(
+        kind=args.hint, depth_backend=backend, **({"depth_model": args.depth_model} if args.depth_model else {})
+    )
+    return profile.hint_config(cfg) if args.depth_backend == "auto" and not args.depth_model else cfg
 
 
 def cmd_control(args: argparse.Namespace) -> list[Path]:
-    from .control import ControlSpec, build_video_control, default_control_for, with_default_depth_backend
-    from .hints import HintConfig, extract_hints, load_hint_video
-    from .video import make_grid, read_video, write_mp4
+    from . import workflow as wf
+    from .video import write_mp4
 
+    prompts = wf.clean_prompts(args.prompt, "prompt (--prompt)")
     if args.tuned:
-        base = _tuned_base(args, _read_record(Path(args.tuned)))
+        run, record, base = _open_run(args)
+        source = wf.clip_of_run(run)
+        folder = run.path / "control"
+    elif args.video or args.hint_video:
+        run, record, base, source, folder = None, {}, _base(args, None), None, Path("outputs") / "control"
     else:
-        if not args.video and not args.hint_video:
-            raise TuneAVideoError("pass --tuned RUN, or --video / --hint-video with --model")
-        base = args.model or _default_model(args)
-    # Choose the control model before loading anything: a wrong choice fails in a second, not after a load.
-    if args.control_model:
-        control_type, control_model = args.control_type or "controlnet", args.control_model
-    else:
-        control_type, control_model = default_control_for(base, args.hint, args.control_type)
-    if args.tuned:
-        pipe, _, record, folder = _load_tuned(args)
-        frames = _source_frames(record, folder) if not args.video else None
-    else:
-        pipe, record, folder = _load(args, base), {}, Path("outputs")
-        frames = None
+        raise InputError("pass --tuned RUN, or --video / --hint-video (with --model)")
+    profile = _profile(args, base)
+    cspec = _control_spec(args, profile)
     spec = replace(
-        VideoSpec(**record["video_spec"]) if record.get("video_spec") else VideoSpec(num_frames=8),
+        _from_record(VideoSpec, record, "video_spec", VideoSpec(num_frames=8, width=profile.video.width,
+                                                                  height=profile.video.height)),
         num_frames=args.num_frames, width=args.width, height=args.height, stride=args.stride,
         start_time=args.start_time, resize=args.resize,
     )  # fmt: skip
-    if frames is None and args.video:
-        frames = read_video(args.video, spec)[0]
-    if args.hint_video:
-        hints = load_hint_video(args.hint_video, (spec.height, spec.width), kind=args.hint, num_frames=spec.num_frames)
-    else:
-        backend = "transformers" if args.depth_backend == "auto" else args.depth_backend
-        hint_cfg = HintConfig(
-            kind=args.hint, depth_backend=backend, **({"depth_model": args.depth_model} if args.depth_model else {})
-        )
-        if args.depth_backend == "auto" and not args.depth_model:  # silhouettes on the toy-world base
-            hint_cfg = with_default_depth_backend(base, hint_cfg)
-        hints = extract_hints(frames, hint_cfg)
-    cfg = _sample_config(args, record)
-    cspec = ControlSpec(
-        control_type, control_model, args.hint, args.scale, args.control_start, args.control_end, args.guess_mode
-    )
-    logger.info("control: %s", cspec.label)
-    control = build_video_control(
-        [cspec], [hints], height=spec.height, width=spec.width, device=pipe.device, dtype=pipe.unet.dtype,
-        unet=pipe.unet, guidance_scale=cfg.guidance_scale,
-    )  # fmt: skip
+    driving = wf.read_clip(args.video, spec) if args.video else source
+    if driving is None:  # hints from a hint video only: sample from noise at the spec's size
+        driving = wf.Clip(frames=_blank(spec), fps=wf.DEFAULT_FPS, spec=spec)
+    cfg = _sample_config(args, record, profile)
+    paths = _output_paths(args, folder, prompts)
+    hints = wf.control_hints(driving.frames, _hint_config(args, profile), args.hint_video)
+    pipe = _load(args, base)
+    delta = run.load_delta(pipe.unet) if run is not None else None
+    _say(args, f"control: {cspec.label}")
+    control = wf.make_control(pipe, cspec, hints, cfg.guidance_scale)
     latents = None
     if args.inversion:
-        if frames is None:
-            raise TuneAVideoError("--inversion needs the source clip (--tuned or --video)")
-        latents = pipe.invert(pipe.encode_video(frames), num_inference_steps=cfg.num_inference_steps)
-    fps = _fps(args, record)
-    out_dir = folder / "control" if args.output is None else Path(args.output)
-    written = [
-        write_mp4(hints, (out_dir if out_dir.suffix != ".mp4" else out_dir.parent) / f"hint-{args.hint}.mp4", fps)
-    ]
-    for prompt in args.prompt:
-        result = _sample(pipe, prompt, cfg, args, "control", spec.num_frames, spec.height, spec.width, latents,
-                         unet_kwargs=control.unet_kwargs)  # fmt: skip
-        control.reset()
-        if args.output is None:  # beside the hint video: <run>/control/<prompt>.mp4
-            path = out_dir / f"{_safe_name(prompt)}.mp4"
-        else:
-            path = _output_path(args.output, folder / "control", prompt, len(args.prompt))
-        written += _write_outputs(result, path, fps, args, prompt=prompt)
-        written.append(
-            write_mp4(make_grid([hints, result], ncols=2), path.with_name(path.stem + "-with-hint.mp4"), fps)
+        if args.video is None and source is None:
+            raise InputError("--inversion needs the source clip (--tuned or --video)")
+        latents = wf.invert_clip(
+            pipe, delta, wf.encode_clip(pipe, driving.frames), _invert_config(args, record, profile)
         )
-    return written
+    f, h, w = driving.frames.shape[:3]
+    frames = wf.sample_videos(
+        pipe, delta, prompts, (f, h, w), cfg, latents, _bar(args, "control", 0), control.unet_kwargs
+    )
+    hint_file = paths[0].parent / f"hint-{args.hint}.mp4"
+    written = [write_mp4(control.hints[0], hint_file, fps=args.fps or driving.fps)]
+    return written + _write(args, paths, frames, driving.fps, driving if args.video or run else None, prompts,
+                            hints=control.hints[0], pairs=True)  # fmt: skip
+
+
+def _blank(spec: VideoSpec) -> Any:
+    import numpy as np
+
+    return np.zeros((spec.num_frames, spec.height, spec.width, 3), dtype=np.uint8)
 
 
 def cmd_invert(args: argparse.Namespace) -> list[Path]:
-    from .tuning import INVERTED_FILE
+    from . import workflow as wf
 
-    pipe, _, record, folder = _load_tuned(args)
-    (folder / INVERTED_FILE).unlink(missing_ok=True)
-    _inverted(pipe, record, folder, args.invert_steps, args.quiet)
-    return [folder / INVERTED_FILE]
+    run, pipe, delta, record, base = _load_tuned(args)
+    icfg = _invert_config(args, record, _profile(args, base))
+    clip = wf.clip_of_run(run)
+    # Recompute first, then replace the stored one atomically: a failure keeps the earlier inversion.
+    latents = wf.invert_clip(
+        pipe, delta, wf.encode_clip(pipe, clip.frames), icfg, _bar(args, "invert", icfg.num_inference_steps)
+    )
+    return [run.save_inversion(icfg, latents)]
 
 
 def cmd_export(args: argparse.Namespace) -> list[Path]:
     from .loading import export_official_pipeline
 
-    pipe, _, _, _ = _load_tuned(args)
+    _, pipe, delta, _, _ = _load_tuned(args)
+    delta.apply(pipe.unet)
     return [export_official_pipeline(pipe, args.output, safe_serialization=args.safetensors)]
+
+
+def cmd_presets(args: argparse.Namespace) -> list[Path]:
+    from .config import load_preset
+
+    rows = [(name, load_preset(name)) for name in list_presets()]
+    width = max((len(n) for n, _ in rows), default=4)
+    for name, p in rows:
+        v = p.video
+        print(f"{name:<{width}}  {v.num_frames:>2} frames  {v.width}x{v.height}  stride {v.stride}  {p.prompt!r}")
+    return []
+
+
+COMMANDS = {
+    "tune": cmd_tune,
+    "edit": cmd_edit,
+    "generate": cmd_generate,
+    "control": cmd_control,
+    "invert": cmd_invert,
+    "export": cmd_export,
+    "presets": cmd_presets,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    if args.command == "presets":
-        for name in list_presets():
-            p = load_preset(name)
-            print(
-                f"{name:20s} {p.prompt!r} ({p.video.num_frames} frames, {p.video.width}x{p.video.height}, stride {p.video.stride})"
-            )
-        return 0
-    commands = {
-        "tune": cmd_tune,
-        "edit": cmd_edit,
-        "generate": cmd_generate,
-        "control": cmd_control,
-        "invert": cmd_invert,
-        "export": cmd_export,
-    }
+    if args.quiet:
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
-        written = commands[args.command](args)
+        written = COMMANDS[args.command](args)
     except TuneAVideoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception:  # a bug, not a user error: show it, and ask for a report
+        traceback.print_exc()
+        print("error: an unexpected failure (a bug): please report it with the lines above", file=sys.stderr)
+        return 1
     for path in written:
         print(path)
     return 0
 
+
+__all__ = ["build_parser", "main"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -31,7 +31,6 @@ Usage::
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -42,31 +41,26 @@ from typing import Any
 import numpy as np
 import torch
 
+from .config import DEFAULT_BASE_MODEL
 from .errors import InputError, MissingDependencyError, ModelLoadError
-from .hints import DEFAULT_DEPTH_MODEL, HINT_KINDS, HintConfig
+from .hints import HINT_KINDS, HintConfig
 from .loading import _is_hub_id, _local_only
+from .profiles import (
+    CONTROL_LABELS,
+    CONTROL_TYPES,
+    SD_CONTROL_MODELS,
+    detect_kind,
+    resolve_profile,
+)
 
 logger = logging.getLogger(__name__)
 
-CONTROL_KINDS = ("controlnet", "t2i_adapter")
-
-# The standard SD-1.x control models for each hint kind.
-DEFAULT_CONTROL_MODELS: dict[str, dict[str, str]] = {
-    "controlnet": {
-        "pose": "lllyasviel/control_v11p_sd15_openpose",
-        "depth": "lllyasviel/control_v11f1p_sd15_depth",
-        "canny": "lllyasviel/control_v11p_sd15_canny",
-    },
-    "t2i_adapter": {
-        "pose": "TencentARC/t2iadapter_openpose_sd14v1",
-        "depth": "TencentARC/t2iadapter_depth_sd15v2",
-        "canny": "TencentARC/t2iadapter_canny_sd15v2",
-    },
-}
+CONTROL_KINDS = CONTROL_TYPES
+DEFAULT_CONTROL_MODELS = SD_CONTROL_MODELS  # the standard SD-1.x control models for each hint kind
 
 # config.json ``_class_name`` values each kind may hold.
 _CLASS_NAMES = {"controlnet": ("ControlNetModel",), "t2i_adapter": ("T2IAdapter",)}
-_LABELS = {"controlnet": "ControlNet", "t2i_adapter": "T2I-Adapter"}
+_LABELS = CONTROL_LABELS
 DIFFUSERS_INSTALL = '"diffusers>=0.25"'
 
 
@@ -677,93 +671,26 @@ def build_video_control(
 # --------------------------------------------------------------------------------------------
 # the embedded toy-world model's own control models
 # --------------------------------------------------------------------------------------------
-TOY_WORLD_CONTROL_FOLDERS: dict[str, dict[str, str]] = {
-    "controlnet": {"canny": "toy-world-controlnet-canny"},
-    "t2i_adapter": {"depth": "toy-world-t2i-adapter-depth"},
-}
-
-
-def _toy_world_folder(model_path: str | Path | None) -> Path | None:
-    """The resolved folder when ``model_path`` is the embedded toy-world base (or a copy named ``toy-world``)."""
-    if model_path is None or not str(model_path):
-        return None
-    try:
-        path = Path(model_path).expanduser().resolve()
-    except (OSError, RuntimeError, TypeError, ValueError):
-        return None
-    embedded = (Path(__file__).resolve().parent.parent / "models" / "toy-world").resolve()
-    is_toy = path == embedded or (path.name == "toy-world" and (path / "model_index.json").is_file())
-    return path if is_toy and path.is_dir() else None
-
-
+# Which control models fit which base is the base profile's business (tuneavideo.profiles); these three
+# functions are the first release's names for it.
 def toy_world_control_defaults(model_path: str | Path | None) -> dict[str, dict[str, str]] | None:
-    """The control models trained for the embedded toy-world base, when ``model_path`` is that base.
-
-    ``model_path`` is the base model's folder (or hub id). When it is ``models/toy-world`` of this checkout
-    (or any local folder named ``toy-world`` holding a ``model_index.json``), returns
-    ``{"controlnet": {"canny": <folder>}, "t2i_adapter": {"depth": <folder>}}`` with the absolute paths of the
-    sibling folders ``toy-world-controlnet-canny`` / ``toy-world-t2i-adapter-depth`` that exist beside it
-    (each a diffusers folder with a ``config.json``). Returns ``None`` for any other base, or when no such
-    folder exists; SD-1.x bases keep :data:`DEFAULT_CONTROL_MODELS`.
-    """
-    path = _toy_world_folder(model_path)
-    if path is None:
+    """The control models trained for the embedded toy-world base when ``model_path`` is it, else None."""
+    if not model_path or detect_kind(str(model_path)) != "toy-world":
         return None
-    out: dict[str, dict[str, str]] = {}
-    for kind, by_hint in TOY_WORLD_CONTROL_FOLDERS.items():
-        for hint, name in by_hint.items():
-            folder = path.parent / name
-            if (folder / "config.json").is_file():
-                out.setdefault(kind, {})[hint] = str(folder)
-    return out or None
+    models = resolve_profile(str(model_path)).control_models
+    return {kind: dict(by_hint) for kind, by_hint in models.items()} or None
 
 
 def default_control_for(base_model: str | Path | None, hint: str, control_type: str | None = None) -> tuple[str, str]:
-    """``(control_type, model)`` to use when the user names no control model.
-
-    For the embedded toy-world base: its own models (ControlNet for ``canny``, T2I-Adapter for ``depth``);
-    with ``control_type=None`` the type that has a model for ``hint`` is picked. A hint or type the toy world
-    has no model for raises :class:`InputError` naming what exists (the SD-1.x models cannot drive it). For any
-    other base: :data:`DEFAULT_CONTROL_MODELS` (``control_type`` defaults to ``"controlnet"``).
-    """
-    if hint not in HINT_KINDS:
-        raise InputError(f"control hint must be one of {HINT_KINDS}, got {hint!r}")
-    if control_type is not None and control_type not in CONTROL_KINDS:
-        raise InputError(f"control kind must be one of {CONTROL_KINDS}, got {control_type!r}")
-    toy = toy_world_control_defaults(base_model)
-    if toy is None:
-        kind = control_type or "controlnet"
-        return kind, DEFAULT_CONTROL_MODELS[kind][hint]
-    kinds = [control_type] if control_type else list(CONTROL_KINDS)
-    for kind in kinds:
-        if hint in toy.get(kind, {}):
-            return kind, toy[kind][hint]
-    have = ", ".join(f"{_LABELS[k]} for {h}" for k, by_hint in toy.items() for h in by_hint)
-    wanted = _LABELS[control_type] if control_type else "control model"
-    raise InputError(
-        f"the toy-world base has no {wanted} for '{hint}' hints (it has: {have}); the standard SD-1.x control "
-        "models do not fit it. Pick one of those, or pass a control model trained for this base."
-    )
+    """``(control_type, model)`` to use when the user names no control model (see ``BaseProfile.control_for``)."""
+    return resolve_profile(str(base_model or DEFAULT_BASE_MODEL)).control_for(hint, control_type)
 
 
 def default_depth_backend(base_model: str | Path | None) -> str:
-    """``"toyworld"`` (object silhouettes read from the frames, what the toy-world T2I-Adapter was trained on)
-    for the embedded toy-world base, else ``"transformers"`` (a depth-estimation model)."""
-    return "toyworld" if _toy_world_folder(base_model) is not None else "transformers"
+    """How default depth hints are computed on this base (``toyworld`` silhouettes or ``transformers``)."""
+    return resolve_profile(str(base_model or DEFAULT_BASE_MODEL)).depth_backend
 
 
 def with_default_depth_backend(base_model: str | Path | None, config: HintConfig) -> HintConfig:
-    """``config`` with the silhouette backend (``"toyworld"``) when the base is the embedded toy world and
-    ``config`` asks for the default depth estimator; otherwise ``config`` itself.
-
-    A depth network on rendered shapes is pointless (and offline it is not there): the toy-world T2I-Adapter
-    reads object silhouettes, which the toyworld backend draws from the frames.
-    """
-    if (
-        config.kind == "depth"
-        and config.depth_backend == "transformers"
-        and config.depth_model == DEFAULT_DEPTH_MODEL
-        and default_depth_backend(base_model) == "toyworld"
-    ):
-        return dataclasses.replace(config, depth_backend="toyworld")
-    return config
+    """``config`` with the base's own depth backend when it asks for the default depth estimator."""
+    return resolve_profile(str(base_model or DEFAULT_BASE_MODEL)).hint_config(config)

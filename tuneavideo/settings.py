@@ -27,26 +27,27 @@ import dataclasses
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from . import hub
 from .config import DEFAULT_BASE_MODEL
-from .errors import InputError
+from .errors import InputError, ModelLoadError
+from .profiles import TOY_WORLD_DIR, detect_kind, expand_model, profile_kinds
 
 logger = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
-TOY_WORLD_DIR = ROOT / "models" / "toy-world"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 DEFAULT_CACHE_BYTES = 4 * 1024**3
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
           "kib": 1024, "mib": 1024**2, "gib": 1024**3, "t": 1000**4, "tb": 1000**4, "tib": 1024**4}  # fmt: skip
 
-# What kind of model is loaded decides the UI defaults (sizes, steps) and the cost constants.
-MODEL_KINDS = ("sd", "toy-world", "tiny", "custom")
+# What kind of model is loaded decides the defaults (sizes, steps) and the cost constants: see profiles.py.
+MODEL_KINDS = profile_kinds()
+detect_model_kind = detect_kind  # the name of the first release
 
 
 def parse_bytes(value: str | int | float) -> int:
@@ -96,7 +97,8 @@ def resolve_dtype(dtype: str, device: str) -> str:
     return dtype
 
 
-def torch_dtype(name: str):
+def torch_dtype(name: str) -> Any:
+    """``"fp16"`` -> ``torch.float16`` (and bf16, fp32)."""
     import torch
 
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
@@ -109,13 +111,8 @@ def _sd_cached(model_id: str) -> bool:
 
         found = try_to_load_from_cache(model_id, "model_index.json")
         return isinstance(found, str) and Path(found).is_file()
-    except Exception:
+    except Exception:  # an odd cache layout just means "not cached"
         return False
-
-
-def _set_offline() -> None:
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
 def tiny_model_dir(cache_dir: str | os.PathLike) -> Path:
@@ -134,19 +131,15 @@ def resolve_default_model(
     """Pick the base model: ``(model, dtype, kind, reason)``; ``reason`` is the sentence for the banner.
 
     * a CUDA GPU and the hub reachable (or SD 1.5 already cached) -> Stable Diffusion 1.5 in fp16;
-    * otherwise the embedded ``models/toy-world`` model, if present;
+    * otherwise the embedded toy-world model, if present;
     * otherwise a tiny *random* model written with :func:`tuneavideo.testing.write_tiny_sd` (outputs are noise).
 
-    Never blocks on an unreachable hub: one 2-second TCP probe, then ``HF_HUB_OFFLINE=1`` is set.
+    Never blocks on an unreachable hub: the hub policy is decided first (one 2-second TCP probe at most).
     """
-    from .loading import hub_reachable
-
     device = resolve_device(device)
-    reachable = hub_reachable(timeout=2)
-    if not reachable:
-        _set_offline()
     gpu = device.startswith("cuda")
-    if gpu and (reachable or _sd_cached(DEFAULT_BASE_MODEL)):
+    offline = hub.decide_offline(DEFAULT_BASE_MODEL) if gpu else hub.decide_offline(None)
+    if gpu and (not offline or _sd_cached(DEFAULT_BASE_MODEL)):
         how = "downloaded on first use" if not _sd_cached(DEFAULT_BASE_MODEL) else "from the local cache"
         return (
             DEFAULT_BASE_MODEL,
@@ -171,33 +164,14 @@ def resolve_default_model(
         str(folder),
         "auto",
         "tiny",
-        f"{why} and models/toy-world is missing: using a TINY RANDOM test model (outputs are noise; for trying the "
-        "app only). Pass --model with a local SD-1.x folder for real results.",
+        f"{why} and the embedded toy-world model is missing: using a TINY RANDOM test model (outputs are noise; for "
+        "trying the app only). Pass --model with a local SD-1.x folder for real results.",
     )
 
 
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "tuneavideo"
-
-
-def detect_model_kind(model: str) -> str:
-    """Best guess of which defaults fit ``model``: ``sd``, ``toy-world``, ``tiny`` or ``custom``."""
-    path = Path(model)
-    if path.exists():
-        if path.resolve() == TOY_WORLD_DIR.resolve() or path.name == "toy-world":
-            return "toy-world"
-        cfg = path / "unet" / "config.json"
-        if cfg.is_file():
-            import json
-
-            channels = json.loads(cfg.read_text()).get("block_out_channels", [])
-            if channels and max(channels) <= 64:
-                return "tiny"
-            if channels and max(channels) >= 1280:
-                return "sd"
-        return "custom"
-    return "sd"
 
 
 @dataclass(frozen=True)
@@ -229,7 +203,7 @@ class Settings:
             raise InputError(f"max_queue must be >= 1, got {self.max_queue}")
         if not 0 <= self.port < 65536:
             raise InputError(f"port must be in 0..65535, got {self.port}")
-        if self.model_kind and self.model_kind not in MODEL_KINDS:
+        if self.model_kind and self.model_kind not in profile_kinds():
             raise InputError(f"model_kind must be one of {MODEL_KINDS}, got {self.model_kind!r}")
 
     # ------------------------------------------------------------------ building
@@ -278,10 +252,18 @@ class Settings:
         return cls.from_env(env, **{k: v for k, v in vars(args).items()})
 
     # ------------------------------------------------------------------ resolving
-    def resolve(self) -> Settings:
-        """Fill in ``model``/``device``/``dtype``/``model_kind``/``model_reason`` (may probe the hub for 2 s)."""
-        from .loading import _is_hub_id, hub_reachable
+    @property
+    def resolved(self) -> bool:
+        return bool(self.model and self.model_kind and self.model_reason and "auto" not in (self.device, self.dtype))
 
+    def resolve(self) -> Settings:
+        """Fill in ``model``/``device``/``dtype``/``model_kind``/``model_reason`` once (may probe the hub for 2 s).
+
+        The hub policy is decided here, before any model code imports ``huggingface_hub``; resolving an
+        already resolved ``Settings`` returns it unchanged (so the banner keeps the first reason).
+        """
+        if self.resolved:
+            return self
         device = resolve_device(self.device)
         cache_dir = self.cache_dir or str(default_cache_dir())
         if not self.model:
@@ -289,10 +271,10 @@ class Settings:
             if self.dtype != "auto":
                 dtype = self.dtype
         else:
-            model, dtype, kind = self.model, self.dtype, self.model_kind or detect_model_kind(self.model)
-            reason = f"Using the model given with --model / BASE_MODEL_ID: {model}."
-            if _is_hub_id(model) and not hub_reachable(timeout=2):
-                _set_offline()
+            model, dtype = expand_model(self.model), self.dtype
+            kind = self.model_kind or detect_kind(model)
+            reason = self.model_reason or f"Using the model given with --model / BASE_MODEL_ID: {self.model}."
+            if hub.decide_offline(model) and hub.is_hub_id(model):
                 reason += " The hub is unreachable, so it must already be in the local cache."
         return dataclasses.replace(
             self,
@@ -300,11 +282,39 @@ class Settings:
             device=device,
             dtype=resolve_dtype(dtype, device),
             cache_dir=cache_dir,
-            output_dir=self.output_dir or tempfile.mkdtemp(prefix="tuneavideo-out-"),
             model_kind=kind,
             model_reason=reason,
         )
 
-    @property
-    def resolved(self) -> bool:
-        return bool(self.model and self.model_kind and self.device != "auto" and self.dtype != "auto")
+
+def open_base(settings: Settings | None, pipe: Any = None) -> tuple[Settings, Any]:
+    """``(resolved settings, pipeline)``: load the base the settings name, or describe a pipeline passed in."""
+    if pipe is None:
+        settings = (settings or Settings.from_env()).resolve()
+        return settings, load_base(settings.model, settings.device, settings.dtype)
+    import torch
+
+    model = str(getattr(pipe, "base_model", None) or (settings.model if settings else "") or "custom")
+    dtype = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(pipe.unet.dtype, "fp32")
+    settings = settings or Settings()
+    return dataclasses.replace(
+        settings,
+        model=settings.model or model,
+        device=str(pipe.device),
+        dtype=dtype,
+        model_kind=settings.model_kind or detect_kind(model),
+        model_reason=settings.model_reason or f"Using the pipeline passed in ({model}).",
+    ), pipe
+
+
+def load_base(model: str, device: str, dtype: str) -> Any:
+    """Load a base pipeline under the process's hub policy; an unreachable hub id fails fast with the fix."""
+    from .loading import load_pipeline
+
+    offline = hub.decide_offline(model)
+    try:
+        return load_pipeline(model, torch_dtype=torch_dtype(dtype), device=device, local_files_only=offline or None)
+    except ModelLoadError as exc:
+        if offline and hub.is_hub_id(model):
+            raise ModelLoadError(f"{exc}\n{hub.offline_hint(model)}") from exc
+        raise

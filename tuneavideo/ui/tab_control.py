@@ -20,7 +20,7 @@ from ..control import (
 )
 from ..errors import Cancelled, InputError
 from ..hints import HINT_KINDS, HintConfig
-from ..settings import ROOT
+from ..profiles import MODELS_DIR
 from .tab_edit import resolve_model
 from .widgets import (
     HEAVY,
@@ -75,7 +75,7 @@ class ControlTab:
 _CLASSES = {"ControlNetModel": "controlnet", "T2IAdapter": "t2i_adapter"}
 
 
-def local_control_models(root: str | Path = ROOT / "models") -> list[tuple[str, str]]:
+def local_control_models(root: str | Path = MODELS_DIR) -> list[tuple[str, str]]:
     """``(kind, folder)`` of every ControlNet / T2I-Adapter folder under ``models/`` (two levels deep)."""
     found = []
     root = Path(root)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,6 +12,7 @@ import gradio as gr
 
 from ..errors import Cancelled, InputError, MissingDependencyError, ModelLoadError, TuneAVideoError, VideoError
 from ..progress import ProgressEvent
+from ..workflow import fresh_seed
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def cancelled_text(exc: Cancelled, what: str) -> str:
 
 def resolve_seed(seed: float | int | None, randomize: bool = False) -> int:
     if randomize or seed is None or (isinstance(seed, float) and math.isnan(seed)) or int(seed) < 0:
-        return random.randint(0, MAX_SEED)
+        return fresh_seed() % (MAX_SEED + 1)
     return int(seed) % (MAX_SEED + 1)
 
 

@@ -1,0 +1,110 @@
+"""What the engine's jobs return: small, JSON-able records (tensors stay in the engine's cache)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .config import TuneConfig, VideoSpec
+
+
+@dataclass(frozen=True)
+class TunedModel:
+    """What a session knows about one tuned model."""
+
+    tune_key: str
+    label: str
+    prompt: str
+    run_path: str  # the run folder in the engine's store (weights, record, exact source frames)
+    video_spec: VideoSpec | None = None
+    tune_config: TuneConfig | None = None
+    video_path: str | None = None  # uploads without frames: a source clip given beside them
+    source: str = "tuned"  # "tuned" | "uploaded"
+
+    @property
+    def handle(self) -> dict[str, str | None]:
+        return {"tune_key": self.tune_key, "label": self.label}
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """What :meth:`Engine.tune` / :meth:`Engine.load_tuned` return."""
+
+    session_id: str
+    tune_key: str
+    video_key: str | None
+    label: str
+    cache_hit: bool
+    losses: tuple[float, ...]
+    timings: dict[str, float]
+    preview_path: str | None
+    download_path: str | None
+    record: dict[str, Any] = field(default_factory=dict, repr=False)
+    preview_frames: np.ndarray | None = field(default=None, repr=False)  # uint8 (f, h, w, 3)
+
+    @property
+    def handle(self) -> dict[str, str | None]:
+        """A small JSON-able handle for UI state (never tensors)."""
+        return {"tune_key": self.tune_key, "video_key": self.video_key, "label": self.label}
+
+    @property
+    def status(self) -> str:
+        if self.cache_hit:
+            return f"Tuned model ready (cache hit: same clip, prompt and settings as before). Key {self.tune_key[:8]}."
+        loss = f", final loss {self.losses[-1]:.4f}" if self.losses else ""
+        took = sum(self.timings.values())
+        return f"Tuned in {took:.1f} s ({len(self.losses)} steps{loss}). Key {self.tune_key[:8]}."
+
+
+@dataclass(frozen=True)
+class InvertResult:
+    session_id: str
+    tune_key: str
+    inv_key: str
+    cached: bool
+    seconds: float
+
+    @property
+    def status(self) -> str:
+        return "inversion: cached" if self.cached else f"inversion: done in {self.seconds:.1f} s"
+
+
+@dataclass(frozen=True)
+class EditResult:
+    """Outputs of :meth:`Engine.edit`, :meth:`Engine.generate` and :meth:`Engine.control`."""
+
+    session_id: str
+    tune_key: str
+    prompts: tuple[str, ...]
+    video_paths: tuple[str, ...]  # one mp4 per prompt (with the source's audio when the timing allows)
+    gif_path: str  # all prompts side by side
+    side_by_side_path: str | None  # source | (hints |) edits, mp4
+    tuning_cached: bool
+    inversion_cached: bool | None  # None: sampled from noise
+    hints_cached: bool | None = None  # control only
+    hint_path: str | None = None  # control only: the hint video (mp4)
+    has_audio: bool = False
+    seed: int | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    frames: np.ndarray | None = field(default=None, repr=False)  # uint8 (n_prompts, f, h, w, 3)
+
+    @property
+    def video_path(self) -> str:
+        return self.video_paths[0]
+
+    @property
+    def status(self) -> str:
+        parts = [f"tuning: {'cached' if self.tuning_cached else 'done'}"]
+        if self.inversion_cached is None:
+            parts.append("inversion: off (from noise)")
+        else:
+            parts.append(f"inversion: {'cached' if self.inversion_cached else 'done'}")
+        if self.hints_cached is not None:
+            parts.append(f"hints: {'cached' if self.hints_cached else 'extracted'}")
+        if self.seed is not None:
+            parts.append(f"seed {self.seed}")
+        parts.append(f"{sum(self.timings.values()):.1f} s")
+        return " · ".join(parts) + "".join(f"\n\n{n}" for n in self.notes)
