@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from video_clips import DATA, make_pinned_inputs
+from video_clips import DATA, make_pinned_inputs, pattern_clip
 
 from tuneavideo.config import VideoSpec
-from tuneavideo.video import probe_video, read_video
+from tuneavideo.video import probe_video, read_video, write_mp4
 
 ASSETS = Path(__file__).parents[1] / "tuneavideo" / "assets"
 
@@ -55,6 +55,20 @@ def clip_path(name: str) -> Path:
     return ASSETS / name.split("/", 1)[1] if name.startswith("assets/") else DATA / name
 
 
+WRITE_CRF = (0, 18)
+
+
+def write_refs() -> dict[str, np.ndarray]:
+    """``write_mp4`` round trips: a clip written at each CRF in ``WRITE_CRF``, decoded back."""
+    src = pattern_clip(8, 32, 24, seed=10)  # (8, 24, 32, 3) uint8
+    out = {"write_mp4#src": src}
+    for crf in WRITE_CRF:
+        path = write_mp4(src, DATA / f".write-{crf}.mp4", fps=12, quality=crf)
+        out[f"write_mp4#{crf}"] = read_video(path, VideoSpec(num_frames=len(src), width=32, height=24))[0]
+        path.unlink()
+    return out
+
+
 def main(regenerate_inputs: bool = False) -> None:
     if regenerate_inputs:
         make_pinned_inputs(DATA)
@@ -71,6 +85,7 @@ def main(regenerate_inputs: bool = False) -> None:
             read = {"frame_indices": list(got.frame_indices), "clip_start": got.clip_start, "fps": got.fps}
             entry["reads"].append({"key": key, "spec": kw, **read})
         meta[name] = entry
+    arrays.update(write_refs())
     np.savez_compressed(DATA / "refs.npz", **arrays)
     (DATA / "refs.json").write_text(json.dumps(meta, indent=1) + "\n")
 

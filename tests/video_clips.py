@@ -8,7 +8,8 @@ pinned; they are committed, so the tests never depend on an encoder's version.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def _tone(rate: int, seconds: float, freq: float, onset: float | None) -> np.nda
 
 def write_clip(
     path: Path,
-    frames: np.ndarray,
+    frames: np.ndarray | Iterable[np.ndarray],
     fps: float = 12,
     codec: str = "libx264",
     pix_fmt: str = "yuv420p",
@@ -55,7 +56,7 @@ def write_clip(
     tone: tuple[float, float | None] | None = None,
     options: dict[str, str] | None = None,
 ) -> Path:
-    """Encode ``frames`` (f, h, w, 3) uint8 to ``path``.
+    """Encode ``frames`` (f, h, w, 3) uint8 (or an iterable of (h, w, 3) frames) to ``path``.
 
     ``pts`` (in ``time_base``) give every frame's timestamp for a VFR clip; ``rotation`` sets the
     display matrix (degrees, as ``ffmpeg -display_rotation``); ``tone=(freq, onset)`` adds a mono
@@ -63,9 +64,15 @@ def write_clip(
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     rate = Fraction(fps).limit_denominator(1001)
+    if isinstance(frames, np.ndarray):
+        (h, w), frames = frames.shape[1:3], iter(frames)
+    else:
+        first = next(iter(frames))
+        (h, w), frames = first.shape[:2], itertools.chain([first], frames)
+    n = 0
     with av.open(str(path), "w") as out:
         vs = out.add_stream(codec, rate=rate)
-        vs.width, vs.height, vs.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
+        vs.width, vs.height, vs.pix_fmt = w, h, pix_fmt
         vs.options = {"threads": "1", **(options or {})}
         vs.codec_context.time_base = time_base or 1 / rate
         if rotation:
@@ -74,14 +81,16 @@ def write_clip(
         if tone is not None:
             acodec = "libvorbis" if path.suffix in (".webm", ".mkv") else "aac"
             aus = out.add_stream(acodec, rate=16000, layout="mono")
+        out.start_encoding()  # writes the header even for a clip without frames
         for i, img in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
             frame.pts = i if pts is None else int(pts[i])
             frame.time_base = vs.codec_context.time_base
             out.mux(vs.encode(frame))
+            n += 1
         out.mux(vs.encode(None))
         if aus is not None:
-            seconds = len(frames) / fps if pts is None else float((int(pts[-1]) + 1) * vs.codec_context.time_base)
+            seconds = n / fps if pts is None else float((int(pts[-1]) + 1) * vs.codec_context.time_base)
             wave = _tone(16000, seconds, tone[0], tone[1])
             for k in range(0, wave.shape[1], 1024):
                 af = av.AudioFrame.from_ndarray(
@@ -93,17 +102,19 @@ def write_clip(
     return path
 
 
-def remux(src: Path, dst: Path) -> Path:
-    """Copy ``src``'s video packets into another container (e.g. MPEG-TS, whose clock starts at 1.4 s)."""
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        ins = inp.streams.video[0]
-        outs = out.add_stream_from_template(ins)
-        for packet in inp.demux(ins):
-            if packet.dts is None:
-                continue
-            packet.stream = outs
-            out.mux(packet)
-    return dst
+def write_tone(path: Path, seconds: float = 1.0, freq: float = 440.0) -> Path:
+    """An audio-only file (AAC in the container ``path``'s suffix names, e.g. ``.m4a``)."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=16000, layout="mono")
+        wave = _tone(16000, seconds, freq, None)
+        for k in range(0, wave.shape[1], 1024):
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(wave[:, k : k + 1024]), format="fltp", layout="mono"
+            )
+            frame.sample_rate, frame.pts = 16000, k
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
 
 
 # The pinned inputs: name -> how it is made. Small on purpose (each a few kB).

@@ -1,20 +1,18 @@
 """Video IO: read a clip of a source video at a fixed size, write mp4/GIF/frame grids.
 
-Everything goes through the ffmpeg binary bundled with ``imageio-ffmpeg`` (no system ffmpeg, no
-PyAV, no torchvision), called as a subprocess:
+Reading and writing go through PyAV (``av``: FFmpeg's libraries, with wheels for Linux, macOS and
+Windows that include libx264); no ffmpeg binary and no command line are involved.
 
-* :func:`probe_video` parses ``ffmpeg -i`` and lists every video packet's timestamp with a stream
-  copy (demux only, nothing decoded: about 0.25 s for 2 minutes of 1080p), which gives the exact
-  frame count and, for variable-frame-rate files too, the time of every frame.
-* :func:`read_video` maps ``start_time`` to the nearest frame, seeks a little before it (``-ss``
-  before ``-i``), drops the frames before it by timestamp and keeps every ``stride``-th frame with
-  ffmpeg's ``select`` filter (exact, whatever the container's clock resolution), and stops after
-  ``num_frames`` frames (``-frames:v``), so a 10-minute HD file is never decoded whole. Frames
-  stream out as PPM images (each carries its own size, so rotated phone videos need no special
-  case) and are resized one by one with OpenCV (area when shrinking, cubic when enlarging), so
-  memory holds only the output clip.
-* :func:`write_mp4` pipes raw RGB into libx264/yuv420p at the exact frame size (odd sizes are
-  padded by one pixel, never rescaled) and can mux the source's audio for the clip's time window.
+* :func:`probe_video` reads the container's stream metadata and demuxes the video packets (nothing
+  is decoded but the first frame, for its rotation), which gives the exact frame count and, for
+  variable-frame-rate files too, the time of every frame.
+* :func:`read_video` maps ``start_time`` to the nearest frame, seeks a second before it, drops the
+  frames before it by timestamp, keeps every ``stride``-th frame and stops after ``num_frames``,
+  so a 10-minute HD file is never decoded whole. Display-rotation metadata is applied as ffmpeg's
+  autorotate does, and frames are resized one by one with OpenCV (area when shrinking, cubic when
+  enlarging), so memory holds only the output clip.
+* :func:`write_mp4` encodes libx264/yuv420p at the exact frame size (odd sizes are padded by one
+  pixel, never rescaled) and can mux the source's audio for the clip's time window as AAC.
 
 Frames are ``uint8`` arrays of shape ``(f, h, w, 3)``, RGB, throughout.
 """
@@ -25,11 +23,9 @@ import dataclasses
 import math
 import operator
 import os
-import re
-import subprocess
-import tempfile
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
@@ -44,7 +40,6 @@ from .errors import InputError, MissingDependencyError, VideoError
 __all__ = [
     "VIDEO_EXTENSIONS",
     "VideoInfo",
-    "ffmpeg_exe",
     "probe_video",
     "read_video",
     "resize_frame",
@@ -56,7 +51,9 @@ __all__ = [
 ]
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".webm", ".avi", ".mkv", ".gif")
-_DEFAULT_FPS = 25.0  # ffmpeg's own assumption when a stream carries no rate
+_DEFAULT_FPS = 25.0  # FFmpeg's own assumption when a stream carries no rate
+_MIN_AV = (17, 1)  # oldest PyAV this module is tested with (17.1 is the newest with a Python 3.10 wheel)
+_INSTALL_AV = "'av>=17.1' (wheels for Linux, macOS and Windows; they include libx264)"
 
 
 @dataclass(frozen=True)
@@ -97,45 +94,34 @@ class VideoInfo:
         """Duration (s) of the selected clip when played at ``fps``."""
         return self.num_frames / self.fps if self.fps else 0.0
 
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (for logs and artifact metadata)."""
-        d = dataclasses.asdict(self)
-        d["frame_indices"] = list(self.frame_indices)
-        return d
 
-
-# --------------------------------------------------------------------------------------------- ffmpeg
+# ------------------------------------------------------------------------------------------ PyAV
 
 
 @lru_cache(maxsize=1)
-def ffmpeg_exe() -> str:
-    """Path of the ffmpeg binary bundled with ``imageio-ffmpeg`` (or ``$IMAGEIO_FFMPEG_EXE``)."""
+def _av() -> Any:
+    """The ``av`` module, once checked to be recent enough (a clear error if it is missing or old)."""
     try:
-        import imageio_ffmpeg
-    except ImportError as exc:  # pragma: no cover - a hard dependency of the package
-        raise MissingDependencyError("video reading and writing", "imageio-ffmpeg") from exc
-    return imageio_ffmpeg.get_ffmpeg_exe()
+        import av
+    except ImportError as exc:
+        raise MissingDependencyError("video reading and writing", _INSTALL_AV) from exc
+    found = tuple(int(p) for p in av.__version__.split(".")[:2] if p.isdigit())
+    if found < _MIN_AV:
+        raise MissingDependencyError(f"video reading and writing (PyAV {av.__version__} is too old)", _INSTALL_AV)
+    return av
 
 
-def _run(args: list[str], timeout: float | None = None, stdin: bytes | None = None) -> subprocess.CompletedProcess:
-    head = [ffmpeg_exe(), "-hide_banner", "-y"] + (["-nostdin"] if stdin is None else [])
-    return subprocess.run(
-        [*head, *args],
-        input=stdin,
-        capture_output=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def _last_error_line(stderr: str) -> str:
-    """The most informative line of ffmpeg's stderr, for an error message (never the whole log)."""
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    for ln in reversed(lines):
-        low = ln.lower()
-        if any(k in low for k in ("invalid", "error", "not found", "unknown", "failed", "no such", "could not")):
-            return re.sub(r"^\[[^\]]*\]\s*", "", ln)[:300]
-    return (lines[-1] if lines else "no output")[:300]
+@lru_cache(maxsize=1)
+def _check_libx264() -> None:
+    """Raise a clear error if this PyAV build has no libx264 encoder (the PyPI wheels have it)."""
+    av = _av()
+    try:
+        av.Codec("libx264", "w")
+    except (av.error.FFmpegError, ValueError) as exc:  # UnknownCodecError is a ValueError
+        raise VideoError(
+            "writing mp4 needs the libx264 encoder, which this PyAV build lacks (built against an FFmpeg "
+            f"without x264?); install PyAV's own wheel: pip install --force-reinstall --only-binary av {_INSTALL_AV}"
+        ) from exc
 
 
 def _check_file(path: str | os.PathLike) -> Path:
@@ -149,108 +135,157 @@ def _check_file(path: str | os.PathLike) -> Path:
     return p
 
 
-_RE_DURATION = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
-_RE_START = re.compile(r"Duration:[^\n]*?start:\s*(-?\d+(?:\.\d+)?)")
-_RE_STREAM = re.compile(r"^\s*Stream #(\d+):(\d+)[^:]*:\s*(Video|Audio):\s*(.*)$", re.M)
-_RE_SIZE = re.compile(r"(?:^|,\s)(\d+)x(\d+)(?=[\s,]|$)")
-_RE_FPS = re.compile(r"(\d+(?:\.\d+)?)(k?)\s+fps")
-_RE_TBR = re.compile(r"(\d+(?:\.\d+)?)(k?)\s+tbr")
-_RE_ROTATION = re.compile(r"rotation of (-?\d+(?:\.\d+)?) degrees")
-_RE_TB = re.compile(r"^#tb 0:\s*(\d+)/(\d+)", re.M)
+def _reason(exc: BaseException) -> str:
+    """A short reason from an FFmpeg error, for a message (never a traceback)."""
+    return (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)[:300]
 
 
-def _parse_rate(m: re.Match | None) -> float | None:
-    if not m:
-        return None
-    v = float(m.group(1)) * (1000.0 if m.group(2) else 1.0)
-    return v if v > 0 else None
+def _open(p: Path, what: str = "a video") -> Any:
+    av = _av()
+    try:
+        return av.open(str(p), metadata_errors="replace")
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        raise VideoError(
+            f"{p.name} could not be decoded as {what} ({_reason(exc)}); "
+            f"supported formats include {', '.join(VIDEO_EXTENSIONS)}"
+        ) from exc
+
+
+# --------------------------------------------------------------------------------------- probing
 
 
 @dataclass(frozen=True)
 class _Probe:
     info: VideoInfo
-    stream: int  # ffmpeg index of the video stream used
-    format_start: float  # container start time (s); ffmpeg's -ss is relative to it
+    stream: int  # index of the video stream used
+    format_start: float  # container start time (s); seeking is relative to it
     pts: np.ndarray | None  # sorted presentation times (s, raw container clock) of every frame, if known
+    orient: tuple[bool, bool, bool]  # the display matrix as an _orientation
+
+
+def _orientation(matrix: tuple[int, ...] | None) -> tuple[bool, bool, bool]:
+    """``(transpose, flip left-right, flip up-down)``, applied in that order, for a display matrix.
+
+    Mirrors ffmpeg's autorotate: the angle is ``-round(av_display_rotation_get)`` in [0, 360); 90
+    turns clockwise (a plain transpose if mirrored), 270 counter-clockwise (clockwise and flipped
+    if mirrored), 180 flips each axis whose scale is negative, 0 flips vertically if mirrored.
+    Other angles (ffmpeg's ``rotate`` filter) are left as they are.
+    """
+    m = [v / 65536.0 for v in matrix] if matrix else [1.0, 0.0, 0.0, 0.0, 1.0]
+    sx, sy = math.hypot(m[0], m[3]), math.hypot(m[1], m[4])
+    if sx == 0 or sy == 0:
+        return (False, False, False)
+    theta = -round(-math.degrees(math.atan2(m[1] / sy, m[0] / sx)))
+    theta -= 360 * math.floor(theta / 360 + 0.9 / 360)
+    if abs(theta - 90) < 1:
+        return (True, m[3] <= 0, False)
+    if abs(theta - 180) < 1:
+        return (False, m[0] < 0, m[4] < 0)
+    if abs(theta - 270) < 1:
+        return (True, m[3] < 0, True)
+    return (False, False, abs(theta) < 1 and m[4] < 0)
+
+
+def _orient(img: np.ndarray, ops: tuple[bool, bool, bool]) -> np.ndarray:
+    """Apply an :func:`_orientation` to one ``(h, w, 3)`` image."""
+    img = img.transpose(1, 0, 2) if ops[0] else img
+    img = img[:, ::-1] if ops[1] else img
+    return img[::-1] if ops[2] else img
+
+
+def _display_matrix(frame: Any) -> tuple[int, ...] | None:
+    for sd in frame.side_data:
+        if "DISPLAYMATRIX" in str(sd.type).upper():
+            return tuple(int(v) for v in np.frombuffer(bytes(sd), dtype="<i4")[:9])
+    return None
+
+
+def _video_stream(container: Any, name: str) -> Any:
+    """The first real video stream (not cover art), or a VideoError saying what the file holds."""
+    av = _av()
+    streams = list(container.streams.video)
+    has_audio = bool(container.streams.audio)
+    if not streams and not has_audio:
+        raise VideoError(f"{name} holds no audio or video streams (an empty or zero-length video?)")
+    real = [s for s in streams if not s.disposition & av.stream.Disposition.attached_pic]
+    if not real:
+        raise VideoError(f"{name} has no video stream" + (" (it holds only audio)" if has_audio else ""))
+    return real[0]
+
+
+def _scan(container: Any, stream: Any, count_frames: bool, deadline: float, name: str) -> tuple[list, Any]:
+    """Demux the video packets: ``(their pts in stream ticks, display matrix of the first frame)``.
+
+    Only the packets before the first decoded frame are decoded (for the rotation metadata); with
+    ``count_frames=False`` the scan stops there.
+    """
+    av = _av()
+    ticks: list[int | None] = []
+    matrix, decoded = None, False
+    try:
+        for packet in container.demux(stream):
+            if time.monotonic() > deadline:
+                raise VideoError(f"probing {name} took too long; is it a regular video file?")
+            if packet.size == 0:
+                continue
+            ticks.append(packet.pts)
+            if not decoded:
+                try:
+                    frames = packet.decode()
+                except av.error.FFmpegError:
+                    frames = []
+                if frames:
+                    decoded, matrix = True, _display_matrix(frames[0])
+                    if not count_frames:
+                        break
+        if not decoded and ticks:  # a decoder with delay and few packets: flush it for the first frame
+            frames = stream.decode(None)
+            matrix = _display_matrix(frames[0]) if frames else None
+    except av.error.FFmpegError as exc:
+        raise VideoError(f"{name} could not be decoded as a video ({_reason(exc)})") from exc
+    return ticks, matrix
 
 
 def _probe(path: str | os.PathLike, count_frames: bool = True, timeout: float = 120.0) -> _Probe:
     p = _check_file(path)
-    args = ["-copyts", "-i", str(p)]
-    if count_frames:
-        # One line per video packet (stream copy: demux only, nothing is decoded) with its pts.
-        args += ["-map", "0:V:0?", "-c", "copy", "-f", "framecrc", "-"]
-    try:
-        res = _run(args, timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        raise VideoError(f"probing {p.name} took longer than {timeout:.0f} s; is it a regular video file?") from exc
-    err = res.stderr.decode("utf-8", "replace")
-    if "Input #0" not in err:
-        raise VideoError(
-            f"{p.name} could not be decoded as a video ({_last_error_line(err)}); "
-            f"supported formats include {', '.join(VIDEO_EXTENSIONS)}"
+    with _open(p) as container:
+        stream = _video_stream(container, p.name)
+        cc = stream.codec_context
+        width, height = int(cc.width or 0), int(cc.height or 0)
+        if width <= 0 or height <= 0:
+            raise VideoError(f"{p.name}: could not determine the frame size of its video stream")
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        fps = float(rate) if rate else _DEFAULT_FPS
+        ticks, matrix = _scan(container, stream, count_frames, time.monotonic() + timeout, p.name)
+        orient = _orientation(matrix)
+        if orient[0]:
+            width, height = height, width
+        pts = None
+        if ticks and None not in ticks:  # without them, start times fall back to fps arithmetic
+            pts = np.array(sorted(ticks), dtype=np.float64) * float(stream.time_base)
+        info = VideoInfo(
+            path=str(p),
+            source_fps=fps,
+            frame_count=len(ticks) if count_frames else None,
+            source_width=width,
+            source_height=height,
+            duration=container.duration / 1e6 if container.duration else None,
+            has_audio=bool(container.streams.audio),
+            fps=fps,
+            codec=cc.name,
         )
-    header = err.split("Stream mapping:")[0].split("Output #0")[0]
-    streams = _RE_STREAM.findall(header)
-    video = [s for s in streams if s[2] == "Video"]
-    has_audio = any(s[2] == "Audio" for s in streams)
-    if not streams:
-        raise VideoError(f"{p.name} holds no audio or video streams (an empty or zero-length video?)")
-    real = [s for s in video if "attached pic" not in s[3]]  # skip cover art
-    if not real:
-        raise VideoError(f"{p.name} has no video stream" + (" (it holds only audio)" if has_audio else ""))
-    stream, desc = int(real[0][1]), real[0][3]
-    size = _RE_SIZE.search(desc)
-    if not size:
-        raise VideoError(f"{p.name}: could not determine the frame size of its video stream")
-    width, height = int(size.group(1)), int(size.group(2))
-    block = header[header.find(desc) :]
-    nxt = _RE_STREAM.search(block, 1)
-    block = block[: nxt.start()] if nxt else block
-    rot = _RE_ROTATION.search(block)
-    if rot and int(round(abs(float(rot.group(1))))) % 180 == 90:
-        width, height = height, width  # ffmpeg auto-rotates on decode
-    fps = _parse_rate(_RE_FPS.search(desc)) or _parse_rate(_RE_TBR.search(desc)) or _DEFAULT_FPS
-    dm = _RE_DURATION.search(header)
-    duration = int(dm.group(1)) * 3600 + int(dm.group(2)) * 60 + float(dm.group(3)) if dm else None
-    sm = _RE_START.search(header)
-    codec = desc.split()[0].rstrip(",") if desc.split() else None
-    frame_count, pts = None, None
-    if count_frames:
-        if res.returncode != 0:
-            raise VideoError(f"{p.name} could not be decoded as a video ({_last_error_line(err)})")
-        out = res.stdout.decode("ascii", "replace")
-        rows = [ln.split(",") for ln in out.splitlines() if ln and not ln.startswith("#")]
-        frame_count = len(rows)
-        tb = _RE_TB.search(out)
-        try:
-            if tb and rows:
-                ticks = np.array(sorted(int(r[2]) for r in rows), dtype=np.float64)
-                pts = ticks * int(tb.group(1)) / int(tb.group(2))
-        except (ValueError, IndexError):  # NOPTS or an unexpected layout: fall back to fps arithmetic
-            pts = None
-    info = VideoInfo(
-        path=str(p),
-        source_fps=float(fps),
-        frame_count=frame_count,
-        source_width=width,
-        source_height=height,
-        duration=duration,
-        has_audio=has_audio,
-        fps=float(fps),
-        codec=codec,
-    )
-    return _Probe(info=info, stream=stream, format_start=float(sm.group(1)) if sm else 0.0, pts=pts)
+        start = container.start_time / 1e6 if container.start_time is not None else 0.0
+        return _Probe(info=info, stream=stream.index, format_start=start, pts=pts, orient=orient)
 
 
 def probe_video(path: str | os.PathLike, count_frames: bool = True, timeout: float = 120.0) -> VideoInfo:
-    """Read a video's metadata without decoding it: fps, frame count, duration, size, audio.
+    """Read a video's metadata: fps, frame count, duration, size, audio.
 
-    The frame count comes from a stream copy of the video packets (``-c copy -f framecrc``), which
-    demuxes the file but decodes nothing (about 0.25 s for 2 minutes of 1080p); with
-    ``count_frames=False`` only the header is read and ``frame_count`` is ``None``. ``source_size``
-    is the displayed size (rotation metadata applied, as the decoder does).
-    Raises :class:`VideoError` if the file is missing, is not a video, or has no video stream.
+    The frame count comes from demuxing the video packets (only the first frame is decoded, for
+    its rotation metadata); with ``count_frames=False`` the scan stops at the first frame and
+    ``frame_count`` is ``None``. ``source_size`` is the displayed size (rotation metadata applied,
+    as the reader does). Raises :class:`VideoError` if the file is missing, is not a video, or has
+    no video stream.
     """
     return _probe(path, count_frames=count_frames, timeout=timeout).info
 
@@ -286,34 +321,6 @@ def resize_frame(frame: np.ndarray, width: int, height: int, mode: str = "crop")
     return cv2.resize(np.ascontiguousarray(frame), (width, height), interpolation=interp)
 
 
-def _read_ppm(stream) -> np.ndarray | None:
-    """Read one binary PPM (P6, maxval 255) image from ``stream``; ``None`` at a clean EOF."""
-    tokens: list[bytes] = []
-    buf = b""
-    while len(tokens) < 4:
-        c = stream.read(1)
-        if not c:
-            if not tokens and not buf:
-                return None
-            raise VideoError("the decoder's output ended in the middle of a frame")
-        if c == b"#" and not buf:  # comment line
-            stream.readline()
-            continue
-        if c.isspace():
-            if buf:
-                tokens.append(buf)
-                buf = b""
-        else:
-            buf += c
-    magic, w, h, maxval = tokens[0], int(tokens[1]), int(tokens[2]), int(tokens[3])
-    if magic != b"P6" or maxval != 255:
-        raise VideoError(f"unexpected decoder output (PPM header {magic!r}, maxval {maxval})")
-    data = stream.read(w * h * 3)
-    if len(data) != w * h * 3:
-        raise VideoError("the decoder's output ended in the middle of a frame")
-    return np.frombuffer(data, dtype=np.uint8).reshape(h, w, 3)
-
-
 def _select_start(pr: _Probe, start_time: float) -> tuple[int, float | None, float]:
     """Map ``start_time`` to ``(frame index, pts threshold in s or None, seek position in s)``.
 
@@ -339,9 +346,59 @@ def _select_start(pr: _Probe, start_time: float) -> tuple[int, float | None, flo
         if start == 0:
             return 0, None, 0.0
         threshold = pr.format_start + (start - 0.5) / fps
-    # Seek a second early: the demuxer lands on a keyframe before it, and the select filter drops
-    # the frames before the threshold exactly (no dependence on ffmpeg's timestamp rounding).
+    # Seek a second early: the demuxer lands on a keyframe before it, and frames before the
+    # threshold are dropped by timestamp.
     return start, threshold, max(0.0, threshold - pr.format_start - 1.0)
+
+
+def _decode(pr: _Probe, seek: float, deadline: float, errors: list[str]) -> Iterator[Any]:
+    """Decoded frames of the probed stream from ``seek`` s (0: the start); bad packets are skipped.
+
+    The reasons of decoding errors are appended to ``errors`` (the caller reports them if no frame
+    comes out at all).
+    """
+    av = _av()
+    p = Path(pr.info.path)
+    with _open(p) as container:
+        stream = container.streams[pr.stream]
+        if seek > 0:
+            target = (pr.format_start + seek) / float(stream.time_base)
+            container.seek(int(math.floor(target)), stream=stream, backward=True)
+        try:
+            for packet in container.demux(stream):
+                if time.monotonic() > deadline:
+                    raise VideoError(f"reading {p.name} took too long")
+                try:
+                    frames = packet.decode()
+                except (av.error.FFmpegError, ValueError) as exc:  # a corrupt packet: skip it, as ffmpeg does
+                    errors.append(_reason(exc))
+                    continue
+                yield from frames
+        except av.error.FFmpegError as exc:  # a corrupt container: stop here
+            errors.append(_reason(exc))
+
+
+def _clip_frames(pr: _Probe, start: int, threshold: float | None, seek: float, deadline: float, errors: list[str]):
+    """Decoded frames from frame ``start`` on: a seek and a drop by timestamp, or a decode from the top.
+
+    If the seek overshoots (the first frame after it is not before the threshold) or the frames
+    carry no timestamps, it decodes from the beginning and drops by timestamp, or by count.
+    """
+    if threshold is None:
+        yield from _decode(pr, 0.0, deadline, errors)
+        return
+    if seek > 0:
+        frames = _decode(pr, seek, deadline, errors)
+        first = next(frames, None)
+        if first is not None and first.time is not None and first.time < threshold:
+            for frame in frames:
+                if frame.time is None or frame.time >= threshold:
+                    yield frame
+            return
+        frames.close()
+    for i, frame in enumerate(_decode(pr, 0.0, deadline, errors)):
+        if (frame.time is not None and frame.time >= threshold) or (frame.time is None and i >= start):
+            yield frame
 
 
 def read_video(
@@ -351,7 +408,7 @@ def read_video(
 
     Selection follows the official Tune-A-Video loader, ``range(start, len, stride)[:num_frames]``,
     with ``start`` the frame nearest to ``spec.start_time``. Only the frames needed are decoded:
-    ffmpeg seeks close to the start, drops the frames between strides and stops after the last one.
+    it seeks close to the start, drops the frames between strides and stops after the last one.
 
     Raises :class:`VideoError` when the file is missing or not a video, or when it holds fewer than
     ``num_frames`` frames from ``start_time`` with that stride (the message says how many it has).
@@ -364,67 +421,27 @@ def read_video(
     fps = info.source_fps
     n, stride = spec.num_frames, spec.stride
     start, threshold, seek = _select_start(pr, spec.start_time)
+    if info.frame_count is not None and len(range(start, info.frame_count, stride)) == 0:
+        raise _too_few(info, spec, start, 0)
 
-    def too_few(available: int) -> VideoError:
-        total = info.frame_count if info.frame_count is not None else "?"
-        dur = f", {info.duration:.2f} s" if info.duration is not None else ""
-        if available == 0 and start == 0:
-            return VideoError(f"{p.name} contains no video frames (zero-length video)")
-        if available == 0:
-            return VideoError(
-                f"{p.name}: start_time {spec.start_time:g} s (frame {start}) is past the end of the video "
-                f"({total} frames at {fps:g} fps{dur}); use an earlier start_time"
-            )
-        return VideoError(
-            f"{p.name}: only {available} frame(s) are available from start_time {spec.start_time:g} s "
-            f"with stride {stride}, but {n} were requested (the video has {total} frames at {fps:g} fps{dur}). "
-            f"Use a smaller stride, an earlier start_time, or fewer frames."
-        )
-
-    if info.frame_count is not None:
-        available = len(range(start, info.frame_count, stride))
-        if available == 0:
-            raise too_few(0)
-
-    args = ["-nostdin", "-hide_banner", "-loglevel", "error"]
-    filters = []
-    if threshold is not None:
-        args += ["-copyts", "-noaccurate_seek"]
-        if seek > 0:
-            args += ["-ss", f"{seek:.6f}"]
-        filters.append(f"select=gte(t\\,{threshold:.9f})")
-    if stride > 1:
-        filters.append(f"select=not(mod(n\\,{stride}))")
-    args += ["-i", str(p), "-map", f"0:{pr.stream}", "-an", "-sn", "-dn"]
-    if filters:
-        args += ["-vf", ",".join(filters)]
-    args += ["-fps_mode", "passthrough", "-frames:v", str(n), "-pix_fmt", "rgb24", "-c:v", "ppm"]
-    args += ["-f", "image2pipe", "-"]
-
-    out = np.empty((n, spec.height, spec.width, 3), dtype=np.uint8)
+    out = np.empty((n, spec.height, spec.width, 3), dtype=np.uint8)  # (f, h, w, 3)
+    errors: list[str] = []
     count = 0
-    with tempfile.TemporaryFile() as errf:
-        proc = subprocess.Popen([ffmpeg_exe(), *args], stdout=subprocess.PIPE, stderr=errf, stdin=subprocess.DEVNULL)
-        try:
-            assert proc.stdout is not None
-            while count < n:
-                frame = _read_ppm(proc.stdout)
-                if frame is None:
-                    break
-                out[count] = resize_frame(frame, spec.width, spec.height, spec.resize)
-                count += 1
-            proc.stdout.close()
-            rc = proc.wait(timeout=timeout)
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        errf.seek(0)
-        err = errf.read().decode("utf-8", "replace")
+    frames = _clip_frames(pr, start, threshold, seek, time.monotonic() + timeout, errors)
+    for k, frame in enumerate(frames):
+        if k % stride:
+            continue
+        rgb = frame.to_ndarray(format="rgb24", interpolation="BICUBIC")  # bicubic: as the ffmpeg command line
+        rgb = _orient(rgb, pr.orient)  # (h, w, 3) uint8, displayed orientation
+        out[count] = resize_frame(rgb, spec.width, spec.height, spec.resize)
+        count += 1
+        if count == n:
+            break
+    frames.close()
     if count < n:
-        if rc != 0 and count == 0:
-            raise VideoError(f"{p.name} could not be decoded ({_last_error_line(err)})")
-        raise too_few(count)
+        if errors and count == 0:
+            raise VideoError(f"{p.name} could not be decoded ({errors[-1]})")
+        raise _too_few(info, spec, start, count)
     indices = tuple(start + k * stride for k in range(n))
     if pr.pts is not None and indices[-1] < len(pr.pts):
         clip_start = float(pr.pts[start] - pr.pts[0])
@@ -439,6 +456,25 @@ def read_video(
         clip_start=clip_start,
     )
     return out, info
+
+
+def _too_few(info: VideoInfo, spec: VideoSpec, start: int, available: int) -> VideoError:
+    """The error for a clip that holds fewer frames than requested (saying how many it has)."""
+    name, fps, stride = Path(info.path).name, info.source_fps, spec.stride
+    total = info.frame_count if info.frame_count is not None else "?"
+    dur = f", {info.duration:.2f} s" if info.duration is not None else ""
+    if available == 0 and start == 0:
+        return VideoError(f"{name} contains no video frames (zero-length video)")
+    if available == 0:
+        return VideoError(
+            f"{name}: start_time {spec.start_time:g} s (frame {start}) is past the end of the video "
+            f"({total} frames at {fps:g} fps{dur}); use an earlier start_time"
+        )
+    return VideoError(
+        f"{name}: only {available} frame(s) are available from start_time {spec.start_time:g} s "
+        f"with stride {stride}, but {spec.num_frames} were requested (the video has {total} frames at {fps:g} fps{dur}). "
+        f"Use a smaller stride, an earlier start_time, or fewer frames."
+    )
 
 
 # ----------------------------------------------------------------------------------------- writing
@@ -491,11 +527,6 @@ def _even(frames: np.ndarray) -> np.ndarray:
     return frames
 
 
-def _fps_arg(fps: float) -> str:
-    frac = Fraction(float(fps)).limit_denominator(1001)
-    return f"{frac.numerator}/{frac.denominator}"
-
-
 def _tmp_sibling(path: Path) -> Path:
     """A hidden temp name next to ``path``: written first, then renamed, so readers never see half a file."""
     return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
@@ -518,6 +549,57 @@ def _check_frames(frames: Any) -> np.ndarray:
     return arr
 
 
+def _audio_window(source: str | os.PathLike, start: float, duration: float) -> tuple[np.ndarray, int, str] | None:
+    """The first audio track of ``source`` from ``start`` s for ``duration`` s, or None if it has none.
+
+    Returns ``(samples, rate, layout)`` with samples ``(channels, n)`` float32; ``start`` is measured
+    from the container's start (as ``ffmpeg -ss`` is), the cut is sample-exact, and a gap before
+    the track's first sample stays silent so the audio keeps its place against the video.
+    """
+    av = _av()
+    p = _check_file(source)
+    with _open(p, "an audio source") as container:
+        if not container.streams.audio:
+            return None
+        stream = container.streams.audio[0]
+        rate, layout = int(stream.codec_context.sample_rate), stream.codec_context.layout.name
+        origin = (container.start_time / 1e6 if container.start_time is not None else 0.0) + start
+        if start > 0.5:
+            container.seek(int(math.floor((origin - 0.5) / float(stream.time_base))), stream=stream)
+        total = int(round(duration * rate))
+        buf = np.zeros((len(stream.codec_context.layout.channels), total), np.float32)  # (channels, n)
+        end = 0
+        resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
+        try:
+            for frame in container.decode(stream):
+                if frame.time is None:
+                    continue
+                at = int(round((frame.time - origin) * rate))  # first sample's place in the window
+                if at >= total:
+                    break
+                for chunk in resampler.resample(frame):
+                    data = chunk.to_ndarray().reshape(buf.shape[0], -1)  # (channels, samples)
+                    lo, hi = max(0, -at), min(data.shape[1], total - at)
+                    if hi > lo:
+                        buf[:, at + lo : at + hi] = data[:, lo:hi]
+                        end = max(end, at + hi)
+                    at += data.shape[1]
+        except av.error.FFmpegError as exc:
+            raise VideoError(f"audio source {p.name} could not be decoded ({_reason(exc)})") from exc
+    return buf[:, :end], rate, layout
+
+
+def _encode_audio(container: Any, stream: Any, samples: np.ndarray) -> None:
+    """Encode ``(channels, n)`` float32 samples into an audio ``stream`` of ``container``."""
+    av = _av()
+    rate, layout = stream.codec_context.sample_rate, stream.codec_context.layout.name
+    for k in range(0, samples.shape[1], 1024):
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, k : k + 1024]), format="fltp", layout=layout)
+        frame.sample_rate, frame.pts, frame.time_base = rate, k, Fraction(1, rate)
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode(None))
+
+
 def write_mp4(
     frames: Any,
     path: str | os.PathLike,
@@ -535,7 +617,7 @@ def write_mp4(
     duration, is muxed in as AAC (a source without audio is fine: the mp4 is then silent). The
     caller decides whether the timing matches (it does for stride 1).
     """
-    arr = _even(_check_frames(frames))
+    arr = _even(_check_frames(frames))  # (f, h, w, 3) uint8, even h and w
     fps = _check_fps(fps)
     try:
         crf = operator.index(quality)
@@ -545,37 +627,39 @@ def write_mp4(
         raise InputError(f"quality is the x264 CRF and must be an integer in 0..51, got {quality!r}")
     if not audio_start >= 0:
         raise InputError(f"audio_start must be >= 0, got {audio_start}")
+    av = _av()
+    _check_libx264()
     f, h, w, _ = arr.shape
+    audio = _audio_window(audio_source, audio_start, f / fps) if audio_source is not None else None
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    args = ["-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}"]
-    args += ["-framerate", _fps_arg(fps), "-i", "pipe:0"]
-    mux_audio = audio_source is not None and _has_audio(audio_source)
-    if mux_audio:
-        args += ["-ss", f"{audio_start:.6f}", "-t", f"{f / fps:.6f}", "-i", str(Path(audio_source))]
-    args += ["-map", "0:v:0"]
-    if mux_audio:
-        args += ["-map", "1:a:0?", "-c:a", "aac", "-b:a", "192k"]
-    args += ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p"]
-    args += ["-movflags", "+faststart", "-f", "mp4", str(tmp := _tmp_sibling(out))]
+    tmp = _tmp_sibling(out)
+    rate = Fraction(fps).limit_denominator(1001)
     try:
-        res = _run(args, stdin=arr.tobytes())
-        if res.returncode != 0 or not tmp.exists():
-            raise VideoError(f"could not write {out.name}: {_last_error_line(res.stderr.decode('utf-8', 'replace'))}")
+        with av.open(str(tmp), "w", format="mp4", container_options={"movflags": "+faststart"}) as container:
+            stream = container.add_stream("libx264", rate=rate)
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            stream.options = {"crf": str(crf), "preset": preset}
+            audio_stream = None
+            if audio is not None and audio[0].shape[1] > 0:  # every stream is added before the first packet
+                audio_stream = container.add_stream("aac", rate=audio[1], layout=audio[2])
+                audio_stream.codec_context.bit_rate = 192_000
+            for i, img in enumerate(arr):
+                frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(
+                    format="yuv420p", interpolation="BICUBIC"
+                )
+                frame.pts, frame.time_base = i, 1 / rate
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode(None))
+            if audio_stream is not None:
+                _encode_audio(container, audio_stream, audio[0])
         os.replace(tmp, out)
+    except av.error.FFmpegError as exc:
+        raise VideoError(f"could not write {out.name}: {_reason(exc)}") from exc
     finally:
         if tmp.exists():
             tmp.unlink()
     return out
-
-
-def _has_audio(path: str | os.PathLike) -> bool:
-    """Whether a media file (video or audio-only) has an audio stream; VideoError if unreadable."""
-    p = _check_file(path)
-    err = _run(["-i", str(p)]).stderr.decode("utf-8", "replace")
-    if "Input #0" not in err:
-        raise VideoError(f"audio source {p.name} could not be decoded ({_last_error_line(err)})")
-    return any(kind == "Audio" for *_, kind, _desc in _RE_STREAM.findall(err))
 
 
 def write_gif(frames: Any, path: str | os.PathLike, fps: float = 8.0) -> Path:
