@@ -6,7 +6,7 @@ CPU, offline, tiny random SD (4 frames of 32x32 -> 16x16 latents, 2 tuning steps
 from __future__ import annotations
 
 import os
-import subprocess
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +49,9 @@ def base_state(engine):
 @pytest.fixture(scope="module")
 def audio_clip(tiny_clip: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """The tiny clip with a 440 Hz tone muxed in (10 frames at 8 fps = 1.25 s)."""
-    from tuneavideo.video import read_video
     from video_clips import write_clip
+
+    from tuneavideo.video import read_video
 
     frames, _ = read_video(tiny_clip, VideoSpec(num_frames=10, width=64, height=48, resize="squash"))
     out = write_clip(tmp_path_factory.mktemp("audio") / "clip-audio.mp4", frames, fps=8, tone=(440.0, None))
@@ -190,7 +191,7 @@ def test_stride_two_drops_audio(engine, audio_clip):
     engine.release("fay")
 
 
-def test_saved_weights_reload_in_another_session(engine, tuned, audio_clip):
+def test_saved_weights_reload_in_another_session(engine, make_engine, tuned, audio_clip, tmp_path: Path):
     res = engine.tune("gus", audio_clip, "a red square moves right", SPEC, TUNE)  # same inputs: a cache hit
     assert res.cache_hit and Path(res.download_path).is_file()
     sample = SampleConfig(num_inference_steps=2, guidance_scale=1.0, seed=7, use_inversion=False)
@@ -199,10 +200,18 @@ def test_saved_weights_reload_in_another_session(engine, tuned, audio_clip):
     assert loaded.video_key is None
     again = engine.generate("hal", loaded.tune_key, "a square", sample)
     assert np.array_equal(original.frames, again.frames)  # exact dtype round trip
-    # with its source video, edits can invert
-    with_video = engine.load_tuned("ida", res.download_path, video_path=audio_clip)
+    # the archive carries the exact source frames and the inversion: edits invert without the video
+    edit = engine.edit("hal", loaded.tune_key, "a square", FAST, invert_config=INVERT)
+    assert edit.inversion_cached is True and edit.frames.shape == (1, 4, 32, 32, 3)
+    # a bare weights file has neither: with its source video beside it, edits invert (from scratch)
+    with zipfile.ZipFile(res.download_path) as zf:
+        bare = tmp_path / "tuned.safetensors"
+        bare.write_bytes(zf.read("tuned.safetensors"))
+    other = make_engine()  # an engine that has not seen these weights yet
+    with_video = other.load_tuned("ida", bare, video_path=audio_clip)
     assert with_video.video_key == tuned.video_key  # the recorded VideoSpec was used
-    assert engine.edit("ida", with_video.tune_key, "a square", FAST, invert_config=INVERT).inversion_cached is False
+    assert other.edit("ida", with_video.tune_key, "a square", FAST, invert_config=INVERT).inversion_cached is False
+    other.release("ida")
     # sessions cannot use each other's models
     with pytest.raises(InputError, match="not known in this session"):
         engine.edit("hal", res.tune_key, "a square", SAMPLE)
