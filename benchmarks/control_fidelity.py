@@ -55,7 +55,8 @@ if str(ROOT) not in sys.path:  # run as `python benchmarks/control_fidelity.py` 
 
 import numpy as np  # noqa: E402
 
-from tuneavideo.toyworld.classify import Classification, classify_image  # noqa: E402
+from tuneavideo.testing import load_benchmark  # noqa: E402
+from tuneavideo.toyworld.classify import Classification  # noqa: E402
 from tuneavideo.toyworld.render import (  # noqa: E402
     ALL_SHAPES,
     COLOR_NAMES,
@@ -66,6 +67,12 @@ from tuneavideo.toyworld.render import (  # noqa: E402
     render_depth_hint,
     render_video,
 )
+
+# Clip helpers shared with the quality benchmark (benchmarks are scripts, so it is loaded by path).
+_quality = load_benchmark("quality")
+to_uint8 = _quality.to_uint8
+classify_clip = _quality.classify_clip
+_fmt = _quality._fmt
 
 DEFAULT_MODEL = ROOT / "models" / "toy-world"
 #: kind -> (hint kind, shipped model folder)
@@ -88,29 +95,15 @@ MOVED_IOU = 0.9  # consecutive source masks overlapping less than this count as 
 
 
 @dataclass(frozen=True)
-class Case:
+class Case(_quality.ClipCase):
     """A source clip and its colour edit."""
 
-    index: int
-    spec: VideoSceneSpec
     target_color: str
     edit_spec: VideoSceneSpec
 
     @property
-    def source_prompt(self) -> str:
-        return self.spec.caption
-
-    @property
     def prompt(self) -> str:
         return self.edit_spec.caption
-
-    @property
-    def motion(self) -> str:
-        return self.spec.motion.kind
-
-    @property
-    def seed(self) -> int:
-        return 1000 + self.index
 
     def describe(self) -> dict[str, Any]:
         return {"index": self.index, "motion": self.motion, "source": self.source_prompt, "prompt": self.prompt}
@@ -156,12 +149,6 @@ def shift_late(hints: np.ndarray, frames: int = 1) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 
 
-def to_uint8(video: np.ndarray) -> np.ndarray:
-    if video.dtype == np.uint8:
-        return video
-    return (np.clip(video, 0.0, 1.0) * 255.0).round().astype(np.uint8)
-
-
 def mask_iou(a: np.ndarray | None, b: np.ndarray | None) -> float:
     if a is None or b is None:
         return 0.0
@@ -172,11 +159,6 @@ def mask_iou(a: np.ndarray | None, b: np.ndarray | None) -> float:
 def mask_centroid(mask: np.ndarray) -> tuple[float, float] | None:
     ys, xs = np.nonzero(mask)
     return (float(xs.mean()), float(ys.mean())) if xs.size else None
-
-
-def classify_clip(video: np.ndarray, references: Sequence[GroundTruth]) -> list[Classification]:
-    frames = to_uint8(np.asarray(video))
-    return [classify_image(np.ascontiguousarray(f), r) for f, r in zip(frames, references)]
 
 
 def frame_scores(
@@ -495,10 +477,6 @@ def run(settings: Settings, log: Any = sys.stderr) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------------------------------
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def markdown_table(result: dict[str, Any]) -> str:

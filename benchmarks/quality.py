@@ -190,6 +190,7 @@ def scene_hits(results: Sequence[Classification], color: str, shape: str, backgr
 
 
 def classify_clip(video: np.ndarray, references: Sequence[GroundTruth] | None = None) -> list[Classification]:
+    """Classify every frame of a clip (uint8, or float in [0, 1]), against ``references[i]`` when given."""
     frames = to_uint8(np.asarray(video))
     refs = list(references) if references is not None else [None] * len(frames)
     return [classify_image(np.ascontiguousarray(f), r) for f, r in zip(frames, refs)]
@@ -201,27 +202,15 @@ def classify_clip(video: np.ndarray, references: Sequence[GroundTruth] | None = 
 
 
 @dataclass(frozen=True)
-class Case:
-    """One source clip with its edit and its text-to-video prompt."""
+class ClipCase:
+    """A rendered source clip, numbered; the base of this benchmark's and control_fidelity's cases."""
 
     index: int
     spec: VideoSceneSpec
-    edit_kind: str  # "color" | "shape" | "background"
-    edit_value: str  # the target colour / shape / background name
-    edit_spec: VideoSceneSpec
-    t2v_spec: VideoSceneSpec  # same motion and background, another object
 
     @property
     def source_prompt(self) -> str:
         return self.spec.caption
-
-    @property
-    def edit_prompt(self) -> str:
-        return self.edit_spec.caption
-
-    @property
-    def t2v_prompt(self) -> str:
-        return self.t2v_spec.caption
 
     @property
     def motion(self) -> str:
@@ -230,6 +219,24 @@ class Case:
     @property
     def seed(self) -> int:
         return 1000 + self.index
+
+
+@dataclass(frozen=True)
+class Case(ClipCase):
+    """One source clip with its edit and its text-to-video prompt."""
+
+    edit_kind: str  # "color" | "shape" | "background"
+    edit_value: str  # the target colour / shape / background name
+    edit_spec: VideoSceneSpec
+    t2v_spec: VideoSceneSpec  # same motion and background, another object
+
+    @property
+    def edit_prompt(self) -> str:
+        return self.edit_spec.caption
+
+    @property
+    def t2v_prompt(self) -> str:
+        return self.t2v_spec.caption
 
     def describe(self) -> dict[str, Any]:
         return {

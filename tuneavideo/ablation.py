@@ -26,7 +26,7 @@ import torch
 from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.attention_processor import Attention
 
-from .attention import SparseCausalAttnProcessor, TemporalAttentionHook, _split_heads, attention_core
+from .attention import SparseCausalAttnProcessor, TemporalAttentionHook, _output, _split_heads, attention_core
 
 ATTENTION_MODES = ("sparse-causal", "full-frame", "frame")
 
@@ -66,12 +66,7 @@ class _SelfAttnProcessor(SparseCausalAttnProcessor):
             q = attn.norm_q(q)
         if attn.norm_k is not None:
             k = attn.norm_k(k)
-        out = attention_core(q, k, v, self.backend)
-        out = out.transpose(1, 2).reshape(bf, n, -1).to(query.dtype)
-        out = attn.to_out[1](attn.to_out[0](out))
-        if attn.residual_connection:
-            out = out + residual
-        return out / attn.rescale_output_factor
+        return _output(attn, attention_core(q, k, v, self.backend), residual, query.dtype)
 
 
 class FullFrameAttnProcessor(_SelfAttnProcessor):
