@@ -39,18 +39,6 @@ import numpy as np
 
 from .data import DataConfig, iter_training_chunks
 
-# SD 1.x noise schedule and DDIM settings (the scheduler config of stable-diffusion-v1-5).
-SD_SCHEDULER = {
-    "num_train_timesteps": 1000,
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "clip_sample": False,
-    "set_alpha_to_one": False,
-    "steps_offset": 1,
-    "prediction_type": "epsilon",
-}
-
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -145,9 +133,12 @@ def build_text_encoder(cfg: ModelConfig):
 
 
 def build_scheduler():
+    """SD 1.x's noise schedule and DDIM settings (the scheduler config of stable-diffusion-v1-5)."""
     from diffusers import DDIMScheduler
 
-    return DDIMScheduler(**SD_SCHEDULER)
+    from tuneavideo.testing import SD_SCHEDULER_CONFIG
+
+    return DDIMScheduler(**SD_SCHEDULER_CONFIG)
 
 
 def build_tokenizer(folder: Path):
