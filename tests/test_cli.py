@@ -36,7 +36,8 @@ def tuned(tiny_sd: str, tiny_clip: str, tmp_path_factory: pytest.TempPathFactory
         "--max-train-steps", "2", "--invert-steps", "3", "-o", str(out),
     )  # fmt: skip
     printed = proc.stdout.strip().splitlines()
-    assert str(out / "tuned.safetensors") in printed and str(out / "inverted.safetensors") in printed
+    assert str(out / "tuned.safetensors") in printed
+    assert any(line.startswith(str(out / "inversions" / "steps3-")) for line in printed)
     return out
 
 
@@ -45,7 +46,7 @@ def test_tune_writes_a_delta_and_a_record(tuned: Path, tiny_clip: str):
     assert record["prompt"] == "a red square moving right"
     assert record["video_spec"]["stride"] == 2 and record["num_frames"] == 4
     assert record["video_path"] == str(Path(tiny_clip).resolve())
-    assert record["steps"] == 2 and record["tune_config"]["learning_rate"] == 3e-5
+    assert record["steps"] == 2 and record["tune_config"]["learning_rate"] == 1e-4  # the tiny base profile's
     info = probe_video(tuned / "source.mp4")
     assert info.frame_count == 4 and info.source_size == (32, 32)
 
@@ -73,12 +74,18 @@ def test_edit_writes_playable_mp4_of_the_right_size(tuned: Path, tmp_path: Path)
     assert probe_video(tmp_path / "edit-side-by-side.mp4").source_size == (64, 32)
 
 
+def _inversion(run: Path) -> Path:
+    (found,) = (run / "inversions").glob("steps3-*.safetensors")
+    return found
+
+
 def test_edit_reuses_the_saved_inversion(tuned: Path, tmp_path: Path):
-    before = (tuned / "inverted.safetensors").stat().st_mtime_ns
-    run_cli("edit", "--tuned", str(tuned), "--prompt", "a cat", "--steps", "3", "-o", str(tmp_path / "a.mp4"))
-    assert (tuned / "inverted.safetensors").stat().st_mtime_ns == before
+    before = _inversion(tuned).stat().st_mtime_ns
+    proc = run_cli("edit", "--tuned", str(tuned), "--prompt", "a cat", "--steps", "4", "-o", str(tmp_path / "a.mp4"))
+    assert _inversion(tuned).stat().st_mtime_ns == before  # other sampling steps, same inversion settings
+    assert (tmp_path / "a.mp4").is_file() and proc.returncode == 0
     run_cli("invert", "--tuned", str(tuned), "--invert-steps", "3")
-    assert (tuned / "inverted.safetensors").stat().st_mtime_ns != before
+    assert _inversion(tuned).stat().st_mtime_ns != before  # recomputed, replaced in place
 
 
 def test_generate_and_export(tuned: Path, tmp_path: Path):

@@ -373,11 +373,11 @@ def test_app_control_tab_on_the_toy_world_base_defaults_to_its_models(make_engin
 
 @pytest.mark.parametrize("kind", ["controlnet", "t2i_adapter"])
 def test_control_training_smoke_writes_a_stock_diffusers_folder(tmp_path, kind):
-    """`python -m tuneavideo.toyworld.train_control --smoke`: a few CPU steps on rendered hints, a folder that
+    """`python -m training.toyworld.train_control --smoke`: a few CPU steps on rendered hints, a folder that
     stock diffusers loads, and the training record (what the shipped models' cards quote)."""
     from diffusers import ControlNetModel, T2IAdapter
 
-    from tuneavideo.toyworld.train_control import main
+    from training.toyworld.train_control import main
 
     out = tmp_path / kind
     summary = main(["--kind", kind, "--smoke", "--out", str(out)])

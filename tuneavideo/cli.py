@@ -277,11 +277,12 @@ def _output_paths(args: argparse.Namespace, default_dir: Path, prompts: list[str
 
 
 def _write(args: argparse.Namespace, paths: list[Path], frames: Any, fps: float, clip: Any, prompts: list[str],
-           hints: Any = None, pairs: bool = False) -> list[Path]:  # fmt: skip
+           hints: Any = None, pairs: bool = False, pair_suffix: str = "-side-by-side") -> list[Path]:  # fmt: skip
     """Write the videos (+ GIF, grid, side by sides, CLIP scores) and say what became of the audio."""
     from .workflow import audio_note, write_outputs
 
-    outs = write_outputs(paths, frames, args.fps or fps, clip, hints, gifs=args.gif, grids=args.grid, pairs=pairs)
+    outs = write_outputs(paths, frames, args.fps or fps, clip, hints, gifs=args.gif, grids=args.grid, pairs=pairs,
+                         pair_suffix=pair_suffix)  # fmt: skip
     if clip is not None:
         _say(args, audio_note(clip, outs.has_audio))
     written = outs.all
@@ -485,8 +486,9 @@ def cmd_control(args: argparse.Namespace) -> list[Path]:
     )
     hint_file = paths[0].parent / f"hint-{args.hint}.mp4"
     written = [write_mp4(control.hints[0], hint_file, fps=args.fps or driving.fps)]
-    return written + _write(args, paths, frames, driving.fps, driving if args.video or run else None, prompts,
-                            hints=control.hints[0], pairs=True)  # fmt: skip
+    # hint | result beside each video (the control outputs carry no audio: hints may come from another clip)
+    return written + _write(args, paths, frames, driving.fps, None, prompts, hints=control.hints[0], pairs=True,
+                            pair_suffix="-with-hint")  # fmt: skip
 
 
 def _blank(spec: VideoSpec) -> Any:

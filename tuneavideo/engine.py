@@ -41,7 +41,7 @@ from .config import InvertConfig, SampleConfig, TuneConfig, VideoSpec, config_ha
 from .control import ControlSpec
 from .costs import CostModel
 from .errors import Cancelled, InputError, VideoError
-from .hints import HintConfig
+from .hints import HintConfig, HintModels
 from .profiles import BaseProfile, resolve_profile
 from .progress import ProgressCallback, ProgressEvent
 from .results import EditResult, InvertResult, TunedModel, TuneResult
@@ -126,6 +126,7 @@ class Engine:
         self.cache = ArtifactCache(self.settings.cache_bytes, spill_dir=self.store.root)
         # Over budget, a tuned delta leaves memory only: its run folder is already on disk.
         self.cache.register_spill("tuned", lambda art, folder: None, _reload_tuned, persistent=True)
+        self.hint_models = HintModels()  # depth / pose detectors, loaded on first use, freed by close()
 
     # ------------------------------------------------------------------ info
     def describe(self) -> dict[str, Any]:
@@ -205,6 +206,7 @@ class Engine:
         for sid in self.sessions():
             self.release(sid)
         self.cache.clear()
+        self.hint_models.close()
         if self._own_output:
             shutil.rmtree(self.output_root, ignore_errors=True)
         elif self._own_store:
@@ -621,7 +623,7 @@ class Engine:
         found = self.cache.get(key, session_id)
         if found is not None:
             return found, True
-        hints = wf.control_hints(clip.frames, hint_config, progress=progress)
+        hints = wf.control_hints(clip.frames, hint_config, progress=progress, models=self.hint_models)
         return self.cache.put(key, hints, kind="hints", session=session_id), False
 
     def control(

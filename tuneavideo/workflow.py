@@ -300,15 +300,22 @@ def _applied(pipe: Any, delta: TunedDelta | None) -> Any:
 
 # ------------------------------------------------------------------------------------------ control
 def control_hints(
-    frames: np.ndarray, hint_config: Any, hint_video: str | Path | None = None, progress: ProgressCallback | None = None
+    frames: np.ndarray,
+    hint_config: Any,
+    hint_video: str | Path | None = None,
+    progress: ProgressCallback | None = None,
+    models: Any = None,
 ) -> np.ndarray:
-    """Per-frame hints uint8 ``(f, h, w, 3)``: read from ``hint_video``, else extracted from ``frames``."""
+    """Per-frame hints uint8 ``(f, h, w, 3)``: read from ``hint_video``, else extracted from ``frames``.
+
+    ``models`` is the caller's :class:`~tuneavideo.hints.HintModels` (loaded detectors kept between jobs).
+    """
     from .hints import extract_hints, load_hint_video
 
     f, h, w = frames.shape[:3]
     if hint_video is not None and str(hint_video).strip():
         return load_hint_video(hint_video, (h, w), kind=hint_config.kind, num_frames=f)
-    return extract_hints(frames, hint_config, progress)
+    return extract_hints(frames, hint_config, progress, models=models)
 
 
 def make_control(pipe: Any, control_spec: Any, hints: np.ndarray, guidance_scale: float, model: Any = None) -> Any:
@@ -375,11 +382,12 @@ def write_outputs(
     gifs: bool = False,
     grids: bool = False,
     pairs: bool = False,
+    pair_suffix: str = "-side-by-side",
     combined: Path | None = None,
 ) -> Outputs:
     """Write ``frames`` (n, f, h, w, 3) as one mp4 per path (with the source's audio when it lines up).
 
-    ``gifs`` / ``grids`` / ``pairs`` add per-prompt GIFs, PNG frame grids and ``<name>-side-by-side.mp4``
+    ``gifs`` / ``grids`` / ``pairs`` add per-prompt GIFs, PNG frame grids and ``<name><pair_suffix>.mp4``
     (source | hints | edit); ``combined`` (a folder) adds one GIF of all prompts and one side by side of
     source | hints | every edit there, and the hint video.
     """
@@ -399,7 +407,7 @@ def write_outputs(
             extras.append(write_frame_grid(video, path.with_suffix(".png")))
         if pairs and context:
             tiles = make_grid([*context, video], ncols=len(context) + 1)
-            pair = path.with_name(f"{path.stem}-side-by-side.mp4")
+            pair = path.with_name(f"{path.stem}{pair_suffix}.mp4")
             extras.append(write_mp4(tiles, pair, fps=fps, audio_source=audio, audio_start=start))
     gif = side = hint_path = None
     if combined is not None:

@@ -12,7 +12,6 @@ import gradio as gr
 
 from ..control import (
     DEFAULT_CONTROL_MODELS,
-    TOY_WORLD_CONTROL_FOLDERS,
     ControlSpec,
     default_control_for,
     toy_world_control_defaults,
@@ -20,7 +19,7 @@ from ..control import (
 )
 from ..errors import Cancelled, InputError
 from ..hints import HINT_KINDS, HintConfig
-from ..profiles import MODELS_DIR
+from ..profiles import MODELS_DIR, TOY_WORLD_CONTROL_FOLDERS
 from .tab_edit import resolve_model
 from .widgets import (
     HEAVY,
