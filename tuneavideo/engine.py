@@ -656,7 +656,7 @@ class Engine:
         resolved = self.profile.hint_config(hint_config)
         if resolved is not hint_config:
             hint_config = resolved
-            notes.append(f"Depth hints on the {self.profile.title} base use the '{resolved.depth_backend}' backend.")
+            notes.append(self.profile.depth_note or f"Depth hints use the '{resolved.depth_backend}' backend.")
         with self._job(session_id, progress) as (s, callback):
             model, art, tuning_cached = self._start(s, tune_key, timings)
             with self.cache.pin(model.tune_key):

@@ -73,6 +73,7 @@ class BaseProfile:
     control_models: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # type -> hint -> id/folder
     only_listed_controls: bool = False  # True: a hint/type not listed cannot work on this base
     depth_backend: str = "transformers"  # how default depth hints are computed
+    depth_note: str = ""  # said with results when that backend replaced the default depth estimator
     source_prompt: str = "a man is skiing"  # placeholder of the tune prompt
     example_prompts: tuple[str, ...] = ()
 
@@ -193,6 +194,7 @@ def _toy_world_profile(gpu: bool, native: int, folder: Path | None) -> BaseProfi
         control_models=controls,
         only_listed_controls=True,
         depth_backend="toyworld",  # its T2I-Adapter reads object silhouettes, drawn from the frames
+        depth_note="Depth hints on the toy-world base are the objects' silhouettes (toyworld backend).",
         source_prompt="a red circle moving right on a blue background",
         example_prompts=(
             "a green circle moving right on a blue background",

@@ -204,7 +204,10 @@ def invert_clip(
 ) -> torch.Tensor:
     """DDIM inversion (paper §4.3) of ``x0`` with the tuned weights applied: ``xT`` (1, 4, f, h/8, w/8)."""
     with _applied(pipe, delta), torch.no_grad():
-        return pipe.invert(x0, config.num_inference_steps, prompt=config.prompt, callback=progress)
+        xT = pipe.invert(x0, config.num_inference_steps, prompt=config.prompt, callback=progress)
+    # Contiguous, as when read back from a run folder: convolutions on another memory layout round differently,
+    # and a fresh inversion must sample exactly like a stored one.
+    return xT.contiguous()
 
 
 def cached_inversion(
