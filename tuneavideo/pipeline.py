@@ -72,6 +72,7 @@ class TuneAVideoPipeline(DiffusionPipeline):
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self._speed_mode: SpeedMode = "auto"
+        self._speed_compile = False
 
     # ------------------------------------------------------------------ speed (tuneavideo/speed.py)
     @property
@@ -79,15 +80,20 @@ class TuneAVideoPipeline(DiffusionPipeline):
         """The chosen mode (``"auto"`` until :meth:`set_speed_mode`); :meth:`speed_plan` resolves it."""
         return self._speed_mode
 
-    def set_speed_mode(self, mode: SpeedMode) -> SpeedPlan:
-        """Choose ``"auto"`` (fast on CUDA, plain on CPU), ``"plain"``, ``"fast"`` or ``"low-vram"``."""
-        plan = apply_speed_mode(self, mode)
+    def set_speed_mode(self, mode: SpeedMode, compile: bool | None = None) -> SpeedPlan:
+        """Choose ``"auto"`` (fast on CUDA, plain on CPU), ``"plain"``, ``"fast"`` or ``"low-vram"``.
+
+        ``compile`` adds regional ``torch.compile`` on CUDA (``None`` keeps the last choice, off at first).
+        """
+        if compile is not None:
+            self._speed_compile = compile
+        plan = apply_speed_mode(self, mode, self._speed_compile)
         self._speed_mode = mode
         return plan
 
     def speed_plan(self) -> SpeedPlan:
         """The current mode resolved for the current device, applied to the UNet (idempotent)."""
-        return apply_speed_mode(self, self._speed_mode)
+        return apply_speed_mode(self, self._speed_mode, self._speed_compile)
 
     # ------------------------------------------------------------------ loading
     @classmethod

@@ -232,7 +232,8 @@ def tune(
                         generator=generator,
                         device=generator.device,
                     ).to(device)
-                loss = step_fn(denoising_loss, unet, noise_scheduler, latents, embeds, noise, t)
+                with plan.attention_context():  # backward and checkpoint recomputes pick the same kernels
+                    loss = step_fn(denoising_loss, unet, noise_scheduler, latents, embeds, noise, t)
                 losses.append(loss)
                 reporter.step(step + 1, loss=loss, timestep=int(t[0]))
         finally:

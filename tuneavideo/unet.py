@@ -14,6 +14,7 @@ The added parameter names match official Tune-A-Video checkpoints key for key.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -321,7 +322,43 @@ class TuneAVideoUNet(UNet2DConditionModel):
         if encoder_attention_mask is not None and encoder_attention_mask.shape[0] == b:
             encoder_attention_mask = _repeat_frames(encoder_attention_mask, f)
 
-        out = super().forward(
+        plan = getattr(self, "speed_plan", None)  # set by tuneavideo.speed.apply_speed_mode
+        with plan.attention_context() if plan is not None else contextlib.nullcontext():
+            out = self._forward_2d(
+                sample,
+                timestep,
+                encoder_hidden_states,
+                class_labels,
+                attention_mask,
+                cross_attention_kwargs,
+                down_block_additional_residuals,
+                mid_block_additional_residual,
+                down_intrablock_additional_residuals,
+                encoder_attention_mask,
+                **kwargs,
+            )
+        out = _unfold(out, f)
+        if not return_dict:
+            return (out,)
+        return UNet2DConditionOutput(sample=out)
+
+    def _forward_2d(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        class_labels: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        cross_attention_kwargs: dict[str, Any] | None,
+        down_block_additional_residuals: Any,
+        mid_block_additional_residual: Any,
+        down_intrablock_additional_residuals: Any,
+        encoder_attention_mask: torch.Tensor | None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        """The stock 2D UNet on frames folded into the batch: returns ``(b f, c, h, w)``."""
+        f = self.frame_context.num_frames
+        return super().forward(
             _fold(sample),
             timestep,
             encoder_hidden_states,
@@ -335,10 +372,6 @@ class TuneAVideoUNet(UNet2DConditionModel):
             return_dict=False,
             **kwargs,
         )[0]
-        out = _unfold(out, f)
-        if not return_dict:
-            return (out,)
-        return UNet2DConditionOutput(sample=out)
 
 
 def temporal_parameter_names(unet: nn.Module) -> list[str]:
