@@ -316,6 +316,7 @@ class TuneAVideoPipeline(DiffusionPipeline):
         if latents is not None and latents.dim() != 5:
             raise InputError(f"latents must be (b, 4, f, h, w), got {tuple(latents.shape)}")
 
+    # Over 60 lines: the documented diffusers-style signature and the numbered steps 0-5, kept in one place.
     @torch.no_grad()
     def __call__(
         self,

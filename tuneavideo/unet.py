@@ -275,6 +275,7 @@ class TuneAVideoUNet(UNet2DConditionModel):
         self.set_attention_kernel("xformers" if valid else "sdpa")
 
     # ------------------------------------------------------------------ forward
+    # Over 60 lines: mostly the documented diffusers signature and its per-frame argument folding.
     def forward(  # type: ignore[override]
         self,
         sample: torch.Tensor,
