@@ -23,7 +23,7 @@ WORKDIR /app
 # Dependencies first, so code edits do not re-install them. If requirements.txt pins a torch version
 # other than the base image's, pip installs that (CUDA) build from PyPI.
 COPY requirements.txt ./
-RUN pip install --upgrade pip && pip install -r requirements.txt
+RUN pip install --upgrade pip && grep -v '^-e ' requirements.txt > /tmp/deps.txt && pip install -r /tmp/deps.txt
 
 COPY . .
 RUN pip install --no-deps -e .

@@ -118,7 +118,7 @@ def attention_mode(unet: torch.nn.Module, mode: str = "sparse-causal") -> Iterat
     try:
         yield unet
     finally:
-        unet.set_attention_backend(backend)
+        unet.set_attention_kernel(backend)
 
 
 @contextmanager

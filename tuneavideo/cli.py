@@ -37,6 +37,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         "--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"], help="weights dtype (auto: fp16 on GPU)"
     )
     g.add_argument("--xformers", action="store_true", help="use xformers attention (GPU, when installed)")
+    g.add_argument("--speed", default="auto", choices=["auto", "plain", "fast", "low-vram"],
+                   help="auto: fast on a GPU (low-vram under 20 GiB), plain on CPU; low-vram fits 12 GB cards")  # fmt: skip
+    g.add_argument("--compile", action="store_true", help="regional torch.compile on CUDA (slow start, faster steps)")
 
 
 def _add_video_args(p: argparse.ArgumentParser) -> None:
@@ -92,6 +95,7 @@ def _add_control_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--inversion", action="store_true", help="start from the DDIM-inverted source (default: noise)")
 
 
+# Over 60 lines: the whole command-line surface in one place, one block per subcommand.
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tuneavideo", description=__doc__.split("\n")[0])
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info lines")
@@ -182,15 +186,17 @@ def _profile(args: argparse.Namespace, base: str) -> Any:
 
 
 def _load(args: argparse.Namespace, base: str) -> Any:
-    from .settings import load_base, resolve_device, resolve_dtype
+    from .settings import load_base, resolve_device, resolve_dtype, speed_for
 
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
-    _say(args, f"loading {base} on {device} ({dtype})")
+    speed = speed_for(args.speed, device)
+    _say(args, f"loading {base} on {device} ({dtype}, speed mode {speed})")
     pipe = load_base(base, device, dtype)
     pipe.set_progress_bar_config(disable=True)
+    pipe.set_speed_mode(speed, compile=args.compile)
     if args.xformers:
-        pipe.unet.set_attention_backend("xformers")
+        pipe.unet.set_attention_kernel("xformers")
     return pipe
 
 

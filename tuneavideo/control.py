@@ -44,7 +44,7 @@ import torch
 from .config import DEFAULT_BASE_MODEL
 from .errors import InputError, MissingDependencyError, ModelLoadError
 from .hints import HINT_KINDS, HintConfig
-from .loading import _is_hub_id, _local_only
+from .hub import is_hub_id
 from .profiles import (
     CONTROL_LABELS,
     CONTROL_TYPES,
@@ -52,6 +52,7 @@ from .profiles import (
     detect_kind,
     resolve_profile,
 )
+from .weights import local_only
 
 logger = logging.getLogger(__name__)
 
@@ -169,9 +170,9 @@ def load_control_model(
                 "(config.json + diffusion_pytorch_model.safetensors)"
             )
         name = str(path)
-    elif not _is_hub_id(name):
+    elif not is_hub_id(name):
         raise ModelLoadError(f"{spec.label}: not found (not a local folder, nor a hub id like 'org/name')")
-    local = True if is_folder else _local_only(local_files_only)
+    local = True if is_folder else local_only(local_files_only)
     offline_hint = (
         " (offline mode: download it once with network access, or pass a local folder)"
         if local and not is_folder
@@ -593,6 +594,7 @@ def _norm(value: Any) -> Any:
 # --------------------------------------------------------------------------------------------
 # building
 # --------------------------------------------------------------------------------------------
+# Over 60 lines: a documented public signature (13 arguments) and their checks; the work is in VideoControl.
 def build_video_control(
     specs: Sequence[ControlSpec],
     hints: Mapping[str, np.ndarray] | Sequence[np.ndarray],

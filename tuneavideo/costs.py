@@ -86,7 +86,7 @@ class CostModel:
         predicted = steps * step_seconds(self.row, what, units)
         if steps <= 0 or predicted <= 0 or seconds <= 0:
             return
-        ratio = min(max(seconds / predicted, 0.05), 20.0)
+        ratio = min(max(seconds / predicted, 0.01), 100.0)  # wide: a loaded machine can be 30x slower
         with self._lock:
             old = self.correction.get(what)
             self.correction[what] = ratio if old is None else 0.5 * old + 0.5 * ratio

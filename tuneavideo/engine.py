@@ -26,9 +26,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,50 +34,21 @@ import numpy as np
 import torch
 
 from . import workflow as wf
-from .cache import ArtifactCache
+from .artifacts import MODELS_HOLDER, Artifacts, TunedArtifact, inversion_key
 from .config import InvertConfig, SampleConfig, TuneConfig, VideoSpec, config_hash
 from .control import ControlSpec
 from .costs import CostModel
-from .errors import Cancelled, InputError, VideoError
-from .hints import HintConfig, HintModels
+from .errors import InputError
+from .hints import HintConfig
 from .profiles import BaseProfile, resolve_profile
-from .progress import ProgressCallback, ProgressEvent
-from .results import EditResult, InvertResult, TunedModel, TuneResult
+from .progress import ProgressCallback
+from .results import EditResult, InvertResult, TunedModel, TuneResult, model_label
+from .sessions import Session, Sessions
 from .settings import Settings, open_base
-from .store import RunFolder, RunStore, TunedDelta, base_fingerprint, sha256_file
-from .video import VIDEO_EXTENSIONS, write_mp4
+from .store import FileHashes, RunFolder, RunStore, TunedDelta, base_fingerprint, sha256_file
+from .video import write_mp4
 
 SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-MODELS_HOLDER = "_engine"  # the cache "session" that holds loaded control models (LRU, freed by close())
-
-
-@dataclass
-class TunedArtifact:
-    """A tuned model in memory: its delta, its run folder and the quick preview sample."""
-
-    delta: TunedDelta
-    run: RunFolder
-    preview: np.ndarray | None = None  # uint8 (f, h, w, 3)
-
-    @property
-    def losses(self) -> tuple[float, ...]:
-        return self.delta.losses
-
-
-def _reload_tuned(folder: Path) -> TunedArtifact:
-    run = RunFolder(folder)
-    return TunedArtifact(run.load_delta(), run)
-
-
-@dataclass
-class _Session:
-    id: str
-    dir: Path
-    cancel: threading.Event = field(default_factory=threading.Event)
-    models: dict[str, TunedModel] = field(default_factory=dict)  # insertion order = tuning order
-    counter: int = 0
-    active: int = 0
-    released: bool = False
 
 
 class Engine:
@@ -111,10 +80,8 @@ class Engine:
         )
         self.costs = CostModel(str(self.device), self.profile.cost_kind, self.vae_scale_factor)
 
-        self._model_lock = threading.RLock()
-        self._state_lock = threading.Lock()
-        self._sessions: dict[str, _Session] = {}
-        self._sha_memo: dict[tuple[str, int, int], str] = {}
+        self._model_lock = threading.RLock()  # one job on the model at a time
+        self._hashes = FileHashes()
         self._own_output = not self.settings.output_dir
         self.output_root = Path(self.settings.output_dir or tempfile.mkdtemp(prefix="tuneavideo-out-")).resolve()
         self.output_root.mkdir(parents=True, exist_ok=True)
@@ -123,10 +90,9 @@ class Engine:
         self.store = RunStore(
             Path(self.settings.cache_dir) / "runs" if self.settings.cache_dir else self.output_root / ".runs"
         )
-        self.cache = ArtifactCache(self.settings.cache_bytes, spill_dir=self.store.root)
-        # Over budget, a tuned delta leaves memory only: its run folder is already on disk.
-        self.cache.register_spill("tuned", lambda art, folder: None, _reload_tuned, persistent=True)
-        self.hint_models = HintModels()  # depth / pose detectors, loaded on first use, freed by close()
+        self.artifacts = Artifacts(self.pipe, self.store, self.settings.cache_bytes, self.costs, self._model_lock)
+        self.cache = self.artifacts.cache
+        self._sessions = Sessions(self.output_root, self.cache.release)
 
     # ------------------------------------------------------------------ info
     def describe(self) -> dict[str, Any]:
@@ -146,29 +112,18 @@ class Engine:
     def stats(self) -> dict[str, Any]:
         """Cache counters (hits, misses, bytes, entries, evictions, spills), sessions and stored runs."""
         out = self.cache.stats()
-        with self._state_lock:
-            out["sessions"] = len(self._sessions)
+        out["sessions"] = len(self._sessions)
         out["control_models"] = len(self.cache.keys(MODELS_HOLDER))
         out["stored_runs"] = len(self.store.keys())
         return out
 
     # ------------------------------------------------------------------ sessions
-    def _session(self, session_id: str) -> _Session:
-        if not isinstance(session_id, str) or not SESSION_ID.match(session_id):
-            raise InputError(f"invalid session id {session_id!r}: use 1-64 letters, digits, '-' or '_'")
-        with self._state_lock:
-            s = self._sessions.get(session_id)
-            if s is None or s.released:
-                s = self._sessions[session_id] = _Session(session_id, self.output_root / session_id)
-            return s
-
     def sessions(self) -> list[str]:
-        with self._state_lock:
-            return list(self._sessions)
+        return self._sessions.ids()
 
     def models(self, session_id: str) -> list[TunedModel]:
         """The tuned (or uploaded) models this session may use, oldest first."""
-        return list(self._session(session_id).models.values())
+        return list(self._sessions.get(session_id).models.values())
 
     def model_choices(self, session_id: str) -> list[tuple[str, str]]:
         """``(label, tune_key)`` pairs for a dropdown, newest first."""
@@ -176,176 +131,35 @@ class Engine:
 
     def cancel(self, session_id: str) -> bool:
         """Ask this session's running job to stop at the end of its current step; True if one was running."""
-        s = self._session(session_id)
-        s.cancel.set()
-        return s.active > 0
+        return self._sessions.cancel(session_id)
 
     def release(self, session_id: str) -> int:
         """Forget a session: drop its cache references and delete its outputs (a running job is cancelled first).
 
         Returns the bytes freed from the cache. Stored runs stay (they are the persistent cache).
         """
-        if not isinstance(session_id, str) or not SESSION_ID.match(session_id):
-            return 0
-        with self._state_lock:
-            s = self._sessions.get(session_id)
-            if s is None:
-                return 0
-            s.released = True
-            s.cancel.set()
-            busy = s.active > 0
-            if not busy:
-                del self._sessions[session_id]
-        freed = self.cache.release(session_id)
-        if not busy:
-            shutil.rmtree(s.dir, ignore_errors=True)
-        return freed
+        return self._sessions.release(session_id)
 
     def close(self) -> None:
         """Release every session, free the caches and loaded models, and delete what the engine made temporarily."""
         for sid in self.sessions():
             self.release(sid)
-        self.cache.clear()
-        self.hint_models.close()
+        self.artifacts.close()
         if self._own_output:
             shutil.rmtree(self.output_root, ignore_errors=True)
         elif self._own_store:
             shutil.rmtree(self.store.root, ignore_errors=True)
 
-    @contextmanager
-    def _job(self, session_id: str, progress: ProgressCallback | None) -> Iterator[tuple[_Session, ProgressCallback]]:
-        s = self._session(session_id)
-        s.cancel.clear()
-        with self._state_lock:
-            s.active += 1
-
-        def callback(event: ProgressEvent) -> None:
-            if s.cancel.is_set():
-                raise Cancelled(f"cancelled after {event.stage} step {event.step}/{event.total}")
-            if progress is not None:
-                progress(event)
-
-        try:
-            yield s, callback
-        finally:
-            with self._state_lock:
-                s.active -= 1
-                cleanup = s.released and s.active == 0
-                if cleanup and self._sessions.get(s.id) is s:
-                    del self._sessions[s.id]
-            if cleanup:
-                self.cache.release(s.id)
-                shutil.rmtree(s.dir, ignore_errors=True)
-
-    def _job_dir(self, s: _Session, kind: str) -> Path:
-        with self._state_lock:
-            s.counter += 1
-            n = s.counter
-        folder = s.dir / f"{n:03d}-{kind}-{uuid.uuid4().hex[:6]}"
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
-
-    def _model(self, s: _Session, tune_key: str | None) -> TunedModel:
-        if not tune_key:
-            raise InputError("No tuned model selected: tune one first (or load saved tuned weights).")
-        model = s.models.get(str(tune_key))
-        if model is None:
-            raise InputError(
-                f"Tuned model {str(tune_key)[:8]!r} is not known in this session (sessions cannot use each other's "
-                "models, and a page reload starts a new session): tune again or load the saved weights."
-            )
-        return model
-
     # ------------------------------------------------------------------ keys
     def video_key(self, video_path: str | os.PathLike, video_spec: VideoSpec) -> str:
         """Content key of a clip: sha256 of the file bytes + the VideoSpec + the base model."""
-        path = self._check_video_path(video_path)
-        st = path.stat()
-        memo = (str(path), st.st_size, st.st_mtime_ns)
-        sha = self._sha_memo.get(memo)
-        if sha is None:
-            sha = sha256_file(path)
-            if len(self._sha_memo) > 4096:  # the memo only saves re-hashing; a long-running app sees many uploads
-                self._sha_memo.clear()
-            self._sha_memo[memo] = sha
-        return config_hash("video", sha, video_spec, self.base_id)
+        return config_hash("video", self._hashes.sha256(wf.check_video_path(video_path)), video_spec, self.base_id)
 
     @staticmethod
     def tune_key(video_key: str, prompt: str, tune_config: TuneConfig) -> str:
         return config_hash("tune", video_key, prompt, tune_config)
 
-    @staticmethod
-    def inversion_key(tune_key: str, invert_config: InvertConfig) -> str:
-        return config_hash("invert", tune_key, invert_config)
-
-    @staticmethod
-    def _check_video_path(video_path: str | os.PathLike | None) -> Path:
-        if video_path is None or str(video_path).strip() == "":
-            raise InputError("Please upload a video (mp4, mov, webm, avi, mkv or gif), or pick an example.")
-        path = Path(video_path)
-        if not path.is_file():
-            raise VideoError(f"video file not found: {path.name}")
-        if path.suffix.lower() not in VIDEO_EXTENSIONS:
-            raise VideoError(f"{path.name}: not a video file; expected one of {', '.join(VIDEO_EXTENSIONS)}")
-        return path
-
-    # ------------------------------------------------------------------ cached artifacts
-    def _clip(self, s: _Session, video_key: str, video_path: str | Path, spec: VideoSpec) -> wf.Clip:
-        clip = self.cache.get(video_key, s.id)
-        if clip is None:
-            clip = self.cache.put(video_key, wf.read_clip(self._check_video_path(video_path), spec), "video", s.id)
-        return clip
-
-    def _model_clip(self, s: _Session, model: TunedModel) -> wf.Clip | None:
-        """The clip a model was tuned on: its run's exact frames, else the clip uploaded beside it."""
-        key = "clip:" + model.tune_key
-        clip = self.cache.get(key, s.id)
-        if clip is None:
-            run = RunFolder(model.run_path)
-            if (run.path / "source.npz").is_file() or (run.path / "source.mp4").is_file():
-                clip = wf.clip_of_run(run)
-            elif model.video_path and model.video_spec:
-                clip = wf.read_clip(self._check_video_path(model.video_path), model.video_spec)
-            else:
-                return None
-            self.cache.put(key, clip, "video", s.id)
-        return clip
-
-    def _tuned(self, s: _Session, key: str, make: Any = None) -> tuple[TunedArtifact, bool]:
-        """The tuned artifact ``key``: from memory, else from the run store, else ``make()`` (tunes and stores)."""
-        art = self.cache.get(key, s.id)
-        if art is not None:
-            return art, True
-        run = self.store.get(key)
-        if run is not None:  # tuned before (maybe by an earlier start of the app): no need to tune again
-            art, hit = TunedArtifact(run.load_delta(self.pipe.unet), run), True
-        elif make is not None:
-            art, hit = make(), False
-        else:
-            raise InputError("The tuned weights of this model are gone from the store: tune again.")
-        return self.cache.put(key, art, kind="tuned", session=s.id), hit
-
-    def _inverted(
-        self,
-        s: _Session,
-        model: TunedModel,
-        art: TunedArtifact,
-        clip: wf.Clip,
-        config: InvertConfig,
-        cb: ProgressCallback,
-    ) -> tuple[torch.Tensor, bool, float]:
-        key = self.inversion_key(model.tune_key, config)
-        xT = self.cache.get(key, s.id)
-        if xT is not None:
-            return xT, True, 0.0
-        started = time.perf_counter()
-        with self._model_lock, self.cache.pin(model.tune_key):
-            xT, stored = wf.cached_inversion(self.pipe, art.run, art.delta, clip, config, cb)
-        seconds = time.perf_counter() - started
-        if not stored:
-            self.costs.measured("forward", seconds, config.num_inference_steps, self.costs.units(clip.spec))
-        self.cache.put(key, xT, kind="inverted", session=s.id)
-        return xT, stored, seconds
+    inversion_key = staticmethod(inversion_key)
 
     # ------------------------------------------------------------------ tuning
     def tune(
@@ -369,11 +183,11 @@ class Engine:
         if not prompt:
             raise InputError("Please describe the source video in the prompt (e.g. 'a man is skiing').")
         timings: dict[str, float] = {}
-        with self._job(session_id, progress) as (s, callback):
+        with self._sessions.job(session_id, progress) as (s, callback):
             t0 = time.perf_counter()
             video_key = self.video_key(video_path, spec)
             key = self.tune_key(video_key, prompt, config)
-            clip = self._clip(s, video_key, video_path, spec)
+            clip = self.artifacts.clip(s.id, video_key, video_path, spec)
             timings["read"] = time.perf_counter() - t0
 
             def make() -> TunedArtifact:
@@ -385,7 +199,7 @@ class Engine:
                 audio = (clip.audio_source, clip.audio_start) if clip.audio_source else None
                 return TunedArtifact(delta, RunFolder.write(self.store.path(key), delta, clip.frames, clip.fps, audio))
 
-            art, cache_hit = self._tuned(s, key, make)
+            art, cache_hit = self.artifacts.tuned(s.id, key, make)
             self.cache.put("clip:" + key, clip, "video", s.id)
             with self.cache.pin(key, video_key):
                 if art.preview is None and preview_steps > 0:
@@ -396,8 +210,8 @@ class Engine:
                     art.preview = self._sample(art.delta, [prompt], None, spec, sample, callback)[0]
                     timings["preview"] = time.perf_counter() - t0
                     self.cache.put(key, art, kind="tuned", session=s.id)  # re-count its bytes with the preview
-                model = TunedModel(key, _label(prompt, spec, config, key), prompt, str(art.run.path), spec, config)
-                folder = self._job_dir(s, "tune")
+                model = TunedModel(key, model_label(prompt, spec, config, key), prompt, str(art.run.path), spec, config)
+                folder = self._sessions.job_dir(s, "tune")
                 preview_path = None
                 if art.preview is not None:
                     preview_path = write_mp4(art.preview, folder / "preview.mp4", fps=clip.fps)
@@ -421,7 +235,7 @@ class Engine:
         The archive carries the exact source frames, so edits can invert; for a bare weights file, give the
         source ``video_path`` (read with ``video_spec``, default: the spec recorded with the weights).
         """
-        with self._job(session_id, None) as (s, _):
+        with self._sessions.job(session_id, None) as (s, _):
             staging = self.store.root / f".upload-{uuid.uuid4().hex[:12]}"
             try:
                 run = RunFolder.unpack(Path(folder_or_file), staging)
@@ -431,13 +245,13 @@ class Engine:
                     os.replace(staging, self.store.path(key))
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
-            art, cache_hit = self._tuned(s, key)
+            art, cache_hit = self.artifacts.tuned(s.id, key)
             record = dict(delta.record)
             spec = video_spec
             if spec is None and isinstance(record.get("video_spec"), dict):
                 spec = VideoSpec(**record["video_spec"])
             prompt = str(record.get("prompt") or "uploaded tuned model")
-            label = _label(prompt, spec, None, key) + " · uploaded"
+            label = model_label(prompt, spec, None, key) + " · uploaded"
             given = str(video_path) if video_path is not None and str(video_path).strip() else None
             video_key = self.video_key(given, spec or self.profile.video) if given else None
             model = TunedModel(
@@ -456,15 +270,15 @@ class Engine:
     ) -> InvertResult:
         """DDIM-invert the source clip with the tuned model (paper §4.3); cached per tuned model + config."""
         config = invert_config or self.profile.invert
-        with self._job(session_id, progress) as (s, callback):
-            model = self._model(s, tune_key)
-            art, _ = self._tuned(s, model.tune_key)
+        with self._sessions.job(session_id, progress) as (s, callback):
+            model = s.model(tune_key)
+            art, _ = self.artifacts.tuned(s.id, model.tune_key)
             clip = self._require_clip(s, model)
-            _, cached, seconds = self._inverted(s, model, art, clip, config, callback)
+            _, cached, seconds = self.artifacts.inverted(s.id, model, art, clip, config, callback)
         return InvertResult(s.id, model.tune_key, self.inversion_key(model.tune_key, config), cached, round(seconds, 3))
 
-    def _require_clip(self, s: _Session, model: TunedModel) -> wf.Clip:
-        clip = self._model_clip(s, model)
+    def _require_clip(self, s: Session, model: TunedModel) -> wf.Clip:
+        clip = self.artifacts.model_clip(s.id, model)
         if clip is None:
             raise InputError(
                 "This tuned model was loaded without its source video, so there is nothing to invert: load it "
@@ -532,10 +346,10 @@ class Engine:
         sample = wf.with_seed(sample_config or self.profile.sample)
         timings: dict[str, float] = {}
         notes: list[str] = []
-        with self._job(session_id, progress) as (s, callback):
+        with self._sessions.job(session_id, progress) as (s, callback):
             model, art, tuning_cached = self._start(s, tune_key, timings)
             with self.cache.pin(model.tune_key):
-                clip = self._model_clip(s, model)
+                clip = self.artifacts.model_clip(s.id, model)
                 latents, inversion_cached = None, None
                 if sample.use_inversion and kind == "edit":
                     if clip is None:
@@ -544,8 +358,8 @@ class Engine:
                         )
                     else:
                         config = invert_config or self.profile.invert
-                        latents, inversion_cached, timings["invert"] = self._inverted(
-                            s, model, art, clip, config, callback
+                        latents, inversion_cached, timings["invert"] = self.artifacts.inverted(
+                            s.id, model, art, clip, config, callback
                         )
                 spec = model.video_spec or self.profile.video
                 if latents is None and num_frames is not None:
@@ -559,24 +373,24 @@ class Engine:
         return self._result(s, model, prompts, outputs, frames, sample, timings, notes,
                             tuning_cached=tuning_cached, inversion_cached=inversion_cached)  # fmt: skip
 
-    def _start(self, s: _Session, tune_key: str, timings: dict[str, float]) -> tuple[TunedModel, TunedArtifact, bool]:
-        model = self._model(s, tune_key)
+    def _start(self, s: Session, tune_key: str, timings: dict[str, float]) -> tuple[TunedModel, TunedArtifact, bool]:
+        model = s.model(tune_key)
         t0 = time.perf_counter()
-        art, cached = self._tuned(s, model.tune_key)
+        art, cached = self.artifacts.tuned(s.id, model.tune_key)
         if not cached:
             timings["load"] = time.perf_counter() - t0
         return model, art, cached
 
     def _write(
-        self, s: _Session, kind: str, prompts: list[str], frames: np.ndarray, clip: wf.Clip | None, hints: Any = None
+        self, s: Session, kind: str, prompts: list[str], frames: np.ndarray, clip: wf.Clip | None, hints: Any = None
     ) -> wf.Outputs:
-        folder = self._job_dir(s, kind)
+        folder = self._sessions.job_dir(s, kind)
         fps = clip.fps if clip is not None else wf.DEFAULT_FPS
         return wf.write_outputs(wf.output_names(prompts, folder), frames, fps, clip, hints, combined=folder)
 
     @staticmethod
     def _result(
-        s: _Session, model: TunedModel, prompts: Sequence[str], out: wf.Outputs, frames: np.ndarray,
+        s: Session, model: TunedModel, prompts: Sequence[str], out: wf.Outputs, frames: np.ndarray,
         sample: SampleConfig, timings: dict[str, float], notes: list[str], **flags: Any,
     ) -> EditResult:  # fmt: skip
         return EditResult(
@@ -596,18 +410,6 @@ class Engine:
         )
 
     # ------------------------------------------------------------------ control
-    def control_model(self, spec: ControlSpec) -> torch.nn.Module:
-        """A loaded ControlNet / T2I-Adapter, kept in the cache's LRU (freed by :meth:`close`)."""
-        from .control import load_control_model
-
-        key = config_hash("control-model", spec.kind, str(spec.model), str(self.pipe.unet.dtype))
-        model = self.cache.get(key, MODELS_HOLDER)
-        if model is None:
-            model = load_control_model(spec, torch_dtype=self.pipe.unet.dtype, device=self.device)
-            size = sum(p.numel() * p.element_size() for p in model.parameters())
-            self.cache.put(key, model, kind="control-model", session=MODELS_HOLDER, nbytes=size)
-        return model
-
     def hints(
         self,
         session_id: str,
@@ -617,14 +419,7 @@ class Engine:
         progress: ProgressCallback | None = None,
     ) -> tuple[np.ndarray, bool]:
         """Control hints of a clip, cached by :func:`tuneavideo.hints.hint_cache_key`; ``(hints, cached)``."""
-        from .hints import hint_cache_key
-
-        key = "hints:" + hint_cache_key(video_key, hint_config)
-        found = self.cache.get(key, session_id)
-        if found is not None:
-            return found, True
-        hints = wf.control_hints(clip.frames, hint_config, progress=progress, models=self.hint_models)
-        return self.cache.put(key, hints, kind="hints", session=session_id), False
+        return self.artifacts.hints(session_id, video_key, clip, hint_config, progress)
 
     def control(
         self,
@@ -657,42 +452,45 @@ class Engine:
         if resolved is not hint_config:
             hint_config = resolved
             notes.append(self.profile.depth_note or f"Depth hints use the '{resolved.depth_backend}' backend.")
-        with self._job(session_id, progress) as (s, callback):
+        with self._sessions.job(session_id, progress) as (s, callback):
             model, art, tuning_cached = self._start(s, tune_key, timings)
             with self.cache.pin(model.tune_key):
-                source = self._model_clip(s, model)
                 spec = model.video_spec or self.profile.video
-                if video_path is not None and str(video_path).strip():
-                    driving_key = self.video_key(video_path, spec)
-                    driving, from_source = self._clip(s, driving_key, video_path, spec), False
-                elif source is not None:
-                    driving_key, driving, from_source = "source:" + model.tune_key, source, True
-                else:
-                    raise InputError("This uploaded model has no source video: upload a driving video for the hints.")
+                source, driving, driving_key = self._driving(s, model, spec, video_path)
+                from_source = driving is source
                 t0 = time.perf_counter()
-                hints, hints_cached = self.hints(s.id, driving_key, driving, hint_config, callback)
+                hints, hints_cached = self.artifacts.hints(s.id, driving_key, driving, hint_config, callback)
                 timings["hints"] = time.perf_counter() - t0
                 latents, inversion_cached = None, None
                 if sample.use_inversion and from_source:
                     config = invert_config or self.profile.invert
-                    latents, inversion_cached, timings["invert"] = self._inverted(
-                        s, model, art, source, config, callback
+                    latents, inversion_cached, timings["invert"] = self.artifacts.inverted(
+                        s.id, model, art, source, config, callback
                     )
                 t0 = time.perf_counter()
                 with self._model_lock:
                     control = wf.make_control(self.pipe, control_spec, hints, sample.guidance_scale,
-                                              self.control_model(control_spec))  # fmt: skip
+                                              self.artifacts.control_model(control_spec))  # fmt: skip
                 timings["load_control"] = time.perf_counter() - t0
-                shown = Path(control_spec.model).name if Path(control_spec.model).is_dir() else control_spec.model
-                notes.insert(
-                    0, f"Control: {dataclasses.replace(control_spec, model=shown).label}, scale {control_spec.scale:g}."
-                )
+                notes.insert(0, _control_note(control_spec))
                 t0 = time.perf_counter()
                 frames = self._sample(art.delta, prompts, latents, spec, sample, callback, control.unet_kwargs)
                 timings["sample"] = time.perf_counter() - t0
                 outputs = self._write(s, "control", prompts, frames, driving, control.hints[0])
         return self._result(s, model, prompts, outputs, frames, sample, timings, notes, tuning_cached=tuning_cached,
                             inversion_cached=inversion_cached, hints_cached=hints_cached)  # fmt: skip
+
+    def _driving(
+        self, s: Session, model: TunedModel, spec: VideoSpec, video_path: str | os.PathLike | None
+    ) -> tuple[wf.Clip | None, wf.Clip, str]:
+        """``(source clip, clip the hints come from, its key)``: ``video_path`` when given, else the source."""
+        source = self.artifacts.model_clip(s.id, model)
+        if video_path is not None and str(video_path).strip():
+            key = self.video_key(video_path, spec)
+            return source, self.artifacts.clip(s.id, key, video_path, spec), key
+        if source is None:
+            raise InputError("This uploaded model has no source video: upload a driving video for the hints.")
+        return source, source, "source:" + model.tune_key
 
     # ------------------------------------------------------------------ estimates
     def estimate(
@@ -723,15 +521,9 @@ class Engine:
         return {**out, "model_kind": self.profile.kind}
 
 
-def _label(prompt: str, spec: VideoSpec | None, config: TuneConfig | None, key: str) -> str:
-    text = prompt if len(prompt) <= 40 else prompt[:39] + "…"
-    bits = [f"“{text}”"]
-    if spec is not None:
-        bits.append(f"{spec.num_frames}f {spec.width}x{spec.height}")
-    if config is not None:
-        bits.append(f"{config.max_train_steps} steps")
-    bits.append(key[:6])
-    return " · ".join(bits)
+def _control_note(spec: ControlSpec) -> str:
+    shown = Path(spec.model).name if Path(spec.model).is_dir() else spec.model
+    return f"Control: {dataclasses.replace(spec, model=shown).label}, scale {spec.scale:g}."
 
 
 def _rounded(timings: dict[str, float]) -> dict[str, float]:

@@ -21,10 +21,6 @@ from .weights import BLOCK_2D_TO_3D, WEIGHT_NAMES, local_only
 
 logger = logging.getLogger(__name__)
 
-# Old private names, still imported by control.py and settings.py: the policy now lives in hub.py/weights.py.
-_is_hub_id = is_hub_id
-_local_only = local_only
-
 __all__ = ["export_official_pipeline", "export_official_unet", "hub_reachable", "load_pipeline", "load_unet"]
 
 # Config keys the official UNet3DConditionModel accepts (its __init__ signature).

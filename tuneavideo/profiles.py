@@ -147,7 +147,8 @@ def _sd_profile(gpu: bool, native: int, folder: Path | None) -> BaseProfile:
         about="Stable Diffusion 1.x: photos, art and illustrations of almost anything, best at its native "
         f"{native} px. Describe the source clip in plain words, then change what you want in the edit prompt.",
         video=VideoSpec(num_frames=8, width=native, height=native, stride=2),
-        tune=TuneConfig(max_train_steps=300 if gpu else 20, learning_rate=3e-5, gradient_checkpointing=gpu),
+        # checkpointing comes with the low-vram speed mode (picked on small GPUs), not from the profile
+        tune=TuneConfig(max_train_steps=300 if gpu else 20, learning_rate=3e-5),
         invert=InvertConfig(num_inference_steps=50 if gpu else 10),
         sample=SampleConfig(num_inference_steps=50 if gpu else 10, guidance_scale=12.5),
         preview_steps=20 if gpu else 5,

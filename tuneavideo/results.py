@@ -10,6 +10,18 @@ import numpy as np
 from .config import TuneConfig, VideoSpec
 
 
+def model_label(prompt: str, spec: VideoSpec | None, config: TuneConfig | None, key: str) -> str:
+    """A short readable name of a tuned model: prompt, frames and size, steps, key."""
+    text = prompt if len(prompt) <= 40 else prompt[:39] + "…"
+    bits = [f"“{text}”"]
+    if spec is not None:
+        bits.append(f"{spec.num_frames}f {spec.width}x{spec.height}")
+    if config is not None:
+        bits.append(f"{config.max_train_steps} steps")
+    bits.append(key[:6])
+    return " · ".join(bits)
+
+
 @dataclass(frozen=True)
 class TunedModel:
     """What a session knows about one tuned model."""

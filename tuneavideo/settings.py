@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "fp32", "fp16", "bf16")
+SPEEDS = ("auto", "plain", "fast", "low-vram")
 DEFAULT_CACHE_BYTES = 4 * 1024**3
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
           "kib": 1024, "mib": 1024**2, "gib": 1024**3, "t": 1000**4, "tb": 1000**4, "tib": 1024**4}  # fmt: skip
@@ -189,6 +190,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 7860
     cache_examples: bool = False
+    speed: str = "auto"  # auto | plain | fast | low-vram (tuneavideo.speed); auto picks low-vram on small GPUs
+    compile: bool = False  # regional torch.compile on CUDA (minutes of compiling, faster after)
     model_kind: str = ""  # filled by resolve(); one of MODEL_KINDS
     model_reason: str = ""  # banner text: which model and why
 
@@ -203,6 +206,8 @@ class Settings:
             raise InputError(f"max_queue must be >= 1, got {self.max_queue}")
         if not 0 <= self.port < 65536:
             raise InputError(f"port must be in 0..65535, got {self.port}")
+        if self.speed not in SPEEDS:
+            raise InputError(f"speed must be one of {SPEEDS}, got {self.speed!r}")
         if self.model_kind and self.model_kind not in profile_kinds():
             raise InputError(f"model_kind must be one of {MODEL_KINDS}, got {self.model_kind!r}")
 
@@ -223,6 +228,8 @@ class Settings:
             "host": env.get("GRADIO_SERVER_NAME", "127.0.0.1"),
             "port": int(env.get("GRADIO_SERVER_PORT", 7860)),
             "cache_examples": _truthy(env.get("CACHE_EXAMPLES")),
+            "speed": env.get("TUNEAVIDEO_SPEED", "auto"),
+            "compile": _truthy(env.get("TUNEAVIDEO_COMPILE")),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         if isinstance(values["cache_bytes"], str):
@@ -243,6 +250,10 @@ class Settings:
         parser.add_argument("--host", help="bind address (0.0.0.0 for all interfaces)")
         parser.add_argument("--port", type=int, help="port to listen on")
         parser.add_argument("--cache-examples", action="store_true", default=None, help="pre-compute the examples")
+        parser.add_argument(
+            "--speed", choices=SPEEDS, help="auto (fast on GPU; low-vram under 20 GiB), plain, fast, low-vram"
+        )
+        parser.add_argument("--compile", action="store_true", default=None, help="regional torch.compile (CUDA)")
         return parser
 
     @classmethod
@@ -291,7 +302,9 @@ def open_base(settings: Settings | None, pipe: Any = None) -> tuple[Settings, An
     """``(resolved settings, pipeline)``: load the base the settings name, or describe a pipeline passed in."""
     if pipe is None:
         settings = (settings or Settings.from_env()).resolve()
-        return settings, load_base(settings.model, settings.device, settings.dtype)
+        pipe = load_base(settings.model, settings.device, settings.dtype)
+        pipe.set_speed_mode(speed_for(settings.speed, settings.device), compile=settings.compile)
+        return settings, pipe
     import torch
 
     model = str(getattr(pipe, "base_model", None) or (settings.model if settings else "") or "custom")
@@ -305,6 +318,14 @@ def open_base(settings: Settings | None, pipe: Any = None) -> tuple[Settings, An
         model_kind=settings.model_kind or detect_kind(model),
         model_reason=settings.model_reason or f"Using the pipeline passed in ({model}).",
     ), pipe
+
+
+def speed_for(speed: str, device: str) -> str:
+    """The speed mode to use: ``auto`` becomes ``low-vram`` on a GPU under 20 GiB (12 GB cards fit the paper's
+    24 frames at 512² that way), else stays ``auto`` (fast on CUDA, plain on CPU)."""
+    from .speed import recommended_speed_mode
+
+    return recommended_speed_mode(device) if speed == "auto" else speed
 
 
 def load_base(model: str, device: str, dtype: str) -> Any:

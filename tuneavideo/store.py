@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -82,6 +83,28 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+class FileHashes:
+    """sha256 of files, remembered by (path, size, mtime) so an unchanged upload is hashed once (thread-safe)."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._memo: dict[tuple[str, int, int], str] = {}
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def sha256(self, path: Path) -> str:
+        st = path.stat()
+        memo = (str(path), st.st_size, st.st_mtime_ns)
+        with self._lock:
+            found = self._memo.get(memo)
+        if found is None:
+            found = sha256_file(path)
+            with self._lock:
+                if len(self._memo) >= self._limit:  # a long-running app sees many uploads: the memo only saves time
+                    self._memo.clear()
+                self._memo[memo] = found
+        return found
 
 
 def _check_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
@@ -222,6 +245,29 @@ def read_record(folder: str | Path) -> dict[str, Any]:
             f"{STORE_VERSION}): upgrade with `pip install -U tuneavideo`"
         )
     return record
+
+
+def save_inverted(
+    latents: torch.Tensor, folder: str | Path, meta: dict[str, Any], name: str = LEGACY_INVERTED_FILE
+) -> Path:
+    """Save inverted latents ``(b, 4, f, h, w)`` as one file with JSON metadata (the first release's helper;
+    run folders keep theirs with :meth:`RunFolder.save_inversion`). Exact dtype, written atomically."""
+    meta_json = {k: json.dumps(v, default=str) for k, v in meta.items()}
+    return _save_safetensors(Path(folder) / name, {"latents": latents}, meta_json)
+
+
+def load_inverted(path: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
+    """``(latents, metadata)`` of a file written by :func:`save_inverted` (or a folder holding one)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / LEGACY_INVERTED_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"no inverted latents at {path}")
+    tensors, meta = _load_safetensors(path, "inverted latents")
+    if "latents" not in tensors:
+        raise ModelLoadError(f"{path.name} holds no 'latents' tensor")
+    _check_finite(tensors, path.name)
+    return tensors["latents"], {k: json.loads(v) for k, v in meta.items()}
 
 
 # ------------------------------------------------------------------------------------------ run folders

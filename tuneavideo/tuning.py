@@ -7,13 +7,11 @@ noise-prediction loss on the one source clip: one timestep per video, i.i.d. noi
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,14 +19,17 @@ import torch
 import torch.nn.functional as F
 
 from .config import TuneConfig, VideoSpec, config_to_dict
-from .errors import InputError, ModelLoadError
+from .errors import InputError
 from .pipeline import video_to_tensor
 from .progress import ProgressCallback, ProgressReporter
 from .speed import SpeedMode
+from .store import DELTA_FILE, RECORD_FILE, TunedDelta, base_fingerprint, load_inverted, save_inverted
+from .store import LEGACY_INVERTED_FILE as INVERTED_FILE
 
-DELTA_FILE = "tuned.safetensors"
-RECORD_FILE = "tuned.json"
-INVERTED_FILE = "inverted.safetensors"
+__all__ = [  # the tuned-delta artifact and its files belong to the store; these names stay importable here
+    "DELTA_FILE", "INVERTED_FILE", "RECORD_FILE", "TunedDelta", "base_fingerprint", "denoising_loss",
+    "load_inverted", "save_inverted", "select_trainable", "tune",
+]  # fmt: skip
 
 
 def select_trainable(unet: torch.nn.Module, suffixes: tuple[str, ...]) -> dict[str, torch.nn.Parameter]:
@@ -41,90 +42,6 @@ def select_trainable(unet: torch.nn.Module, suffixes: tuple[str, ...]) -> dict[s
     if not names:
         raise InputError(f"no module name ends with any of {list(suffixes)}; nothing to train")
     return names
-
-
-def base_fingerprint(unet: torch.nn.Module) -> str:
-    """A short hash of a few *frozen* base weights, to refuse applying a delta to another base."""
-    import hashlib
-
-    h = hashlib.sha256()
-    state = unet.state_dict()
-    for key in ("conv_in.weight", "conv_out.weight", "time_embedding.linear_1.weight"):
-        if key in state:
-            h.update(state[key].detach().float().cpu().numpy().round(4).tobytes())
-    return h.hexdigest()[:16]
-
-
-@dataclass
-class TunedDelta:
-    """The tuned parameters (names as in the UNet state dict) plus a JSON-able record."""
-
-    state_dict: dict[str, torch.Tensor]
-    record: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.state_dict.values())
-
-    def save(self, folder: str | Path, dtype: torch.dtype | None = torch.float16) -> Path:
-        """Write ``tuned.safetensors`` (trainable params only) and ``tuned.json`` into ``folder``."""
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        tensors = {k: (v.to(dtype) if dtype else v).detach().cpu().contiguous() for k, v in self.state_dict.items()}
-        save_file(tensors, str(folder / DELTA_FILE), metadata={"format": "tuneavideo-delta-v1"})
-        (folder / RECORD_FILE).write_text(json.dumps(self.record, indent=2, default=str))
-        return folder
-
-    @classmethod
-    def load(cls, folder: str | Path) -> TunedDelta:
-        from safetensors.torch import load_file
-
-        folder = Path(folder)
-        if folder.is_file():
-            folder = folder.parent
-        if not (folder / DELTA_FILE).is_file():
-            raise ModelLoadError(f"{folder}: no {DELTA_FILE} (is this a folder written by `tuneavideo tune`?)")
-        record = json.loads((folder / RECORD_FILE).read_text()) if (folder / RECORD_FILE).is_file() else {}
-        return cls(load_file(str(folder / DELTA_FILE)), record)
-
-    def apply(self, unet: torch.nn.Module, check_base: bool = True) -> dict[str, torch.Tensor]:
-        """Copy the tuned values into ``unet`` in place; return the previous values (for :meth:`restore`)."""
-        if check_base and self.record.get("base_fingerprint") not in (None, base_fingerprint(unet)):
-            raise ModelLoadError(
-                f"this tuned model was made on base '{self.record.get('base_model')}', whose weights differ from "
-                "the loaded UNet; load the same base model (or pass check_base=False)"
-            )
-        params = dict(unet.named_parameters())
-        unknown = sorted(set(self.state_dict) - set(params))
-        if unknown:
-            raise ModelLoadError(f"tuned weights name {len(unknown)} parameters the UNet lacks, e.g. {unknown[:3]}")
-        saved = {}
-        with torch.no_grad():
-            for name, value in self.state_dict.items():
-                p = params[name]
-                if p.shape != value.shape:
-                    raise ModelLoadError(f"{name}: tuned shape {tuple(value.shape)} != UNet {tuple(p.shape)}")
-                saved[name] = p.detach().clone()
-                p.copy_(value.to(p.device, p.dtype))
-        return saved
-
-    @staticmethod
-    def restore(unet: torch.nn.Module, saved: dict[str, torch.Tensor]) -> None:
-        params = dict(unet.named_parameters())
-        with torch.no_grad():
-            for name, value in saved.items():
-                params[name].copy_(value)
-
-    @contextmanager
-    def applied(self, unet: torch.nn.Module, check_base: bool = True) -> Iterator[torch.nn.Module]:
-        """``with delta.applied(unet): ...`` runs with the tuned weights and restores the base after."""
-        saved = self.apply(unet, check_base)
-        try:
-            yield unet
-        finally:
-            self.restore(unet, saved)
 
 
 def _resolve_precision(config: TuneConfig, device: torch.device) -> str:
@@ -264,9 +181,7 @@ def tune(
         **(extra_record or {}),
     }
     state = {k: v.detach().clone() for k, v in trainable.items()}
-    delta = TunedDelta(state, record)
-    delta.losses = losses  # type: ignore[attr-defined]
-    return delta
+    return TunedDelta(state, record, tuple(losses))
 
 
 def _randn(shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -377,31 +292,3 @@ def _versions() -> dict[str, str]:
         "transformers": transformers.__version__,
         "python": platform.python_version(),
     }
-
-
-def save_inverted(latents: torch.Tensor, folder: str | Path, meta: dict[str, Any], name: str = INVERTED_FILE) -> Path:
-    """Save DDIM-inverted latents ``(b, 4, f, h, w)`` (fp16, as the official code keeps them) with metadata."""
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    save_file(
-        {"latents": latents.detach().to(torch.float16).cpu().contiguous()},
-        str(path),
-        metadata={k: json.dumps(v, default=str) for k, v in meta.items()},
-    )
-    return path
-
-
-def load_inverted(path: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
-    from safetensors import safe_open
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / INVERTED_FILE
-    if not path.is_file():
-        raise ModelLoadError(f"no inverted latents at {path}")
-    with safe_open(str(path), framework="pt") as fh:
-        meta = {k: json.loads(v) for k, v in (fh.metadata() or {}).items()}
-        return fh.get_tensor("latents"), meta

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .config import InvertConfig, SampleConfig, TuneConfig, VideoSpec
-from .errors import InputError, TuneAVideoError
+from .errors import InputError, TuneAVideoError, VideoError
 from .progress import ProgressCallback, ProgressEvent
 from .store import RunFolder, TunedDelta
 
@@ -67,6 +67,20 @@ def clean_prompts(prompts: str | Sequence[str], what: str = "edit prompt") -> li
 
 
 # ------------------------------------------------------------------------------------------ clips
+def check_video_path(video_path: str | Path | None) -> Path:
+    """``video_path`` as a Path, if it names an existing file with a video extension."""
+    from .video import VIDEO_EXTENSIONS
+
+    if video_path is None or str(video_path).strip() == "":
+        raise InputError("Please upload a video (mp4, mov, webm, avi, mkv or gif), or pick an example.")
+    path = Path(video_path)
+    if not path.is_file():
+        raise VideoError(f"video file not found: {path.name}")
+    if path.suffix.lower() not in VIDEO_EXTENSIONS:
+        raise VideoError(f"{path.name}: not a video file; expected one of {', '.join(VIDEO_EXTENSIONS)}")
+    return path
+
+
 @dataclass(frozen=True)
 class Clip:
     """A source clip ready to tune on: exact frames plus what outputs need (rate, audio)."""

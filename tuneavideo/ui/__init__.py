@@ -92,6 +92,7 @@ def example_dir(engine, settings=None) -> Path:
     return Path(settings.cache_dir or engine.output_root) / "examples"
 
 
+# Over 60 lines: Gradio layout code in page order; the event wiring follows the widgets it connects.
 def build_demo(engine, settings=None) -> gr.Blocks:
     """The whole app over one :class:`~tuneavideo.engine.Engine` (``settings`` default: the engine's)."""
     settings = settings or engine.settings

@@ -121,6 +121,7 @@ def control_model_choices(local: list[tuple[str, str]]) -> list[str]:
     return [folder for _, folder in local] + hub
 
 
+# Over 60 lines: Gradio layout code in page order, then the tab's callbacks as closures over its widgets.
 def build_control_tab(engine, handle: gr.State) -> ControlTab:
     scfg = engine.profile.sample
     local = local_control_models()

@@ -63,6 +63,7 @@ def resolve_model(model: str | None, handle: dict | None) -> str | None:
     return model or (handle or {}).get("tune_key")
 
 
+# Over 60 lines: Gradio layout code in page order, then the tab's callbacks as closures over its widgets.
 def build_edit_tab(engine, handle: gr.State) -> EditTab:
     prof = engine.profile
     scfg = prof.sample

@@ -89,6 +89,7 @@ def estimate_text(
     return "**Estimate:** " + engine.estimate(spec, config)["text"]
 
 
+# Over 60 lines: Gradio layout code in page order, then the tab's callbacks as closures over its widgets.
 def build_tune_tab(engine, handle: gr.State) -> TuneTab:
     """Build the Tune tab inside the current Blocks context; ``handle`` is the session's small state."""
     prof = engine.profile
