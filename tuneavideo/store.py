@@ -155,8 +155,9 @@ class TunedDelta:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.state_dict.values())
 
-    def save(self, folder: str | Path, dtype: torch.dtype | None = None) -> Path:
-        """Write ``tuned.safetensors`` + ``tuned.json`` into ``folder`` (atomically); ``dtype`` None keeps it exact."""
+    def save(self, folder: str | Path, dtype: torch.dtype | None = torch.float16) -> Path:
+        """Write ``tuned.safetensors`` + ``tuned.json`` into ``folder`` atomically (fp16 by default, as the first
+        release did; ``dtype=None`` keeps the exact dtype, which run folders use so that reloads are bit-exact)."""
         folder = Path(folder)
         tensors = {k: (v.to(dtype) if dtype else v) for k, v in self.state_dict.items()}
         _save_safetensors(folder / DELTA_FILE, tensors, {"format": DELTA_FORMAT})
@@ -321,7 +322,7 @@ class RunFolder:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
         try:
             record = {**delta.record, "losses": list(delta.losses), "clip_fps": float(fps), "run_id": uuid.uuid4().hex}
-            TunedDelta(delta.state_dict, record, delta.losses).save(tmp)
+            TunedDelta(delta.state_dict, record, delta.losses).save(tmp, dtype=None)
             np.savez_compressed(tmp / FRAMES_FILE, frames=np.ascontiguousarray(frames, dtype=np.uint8))
             src, start = audio if audio else (None, 0.0)
             write_mp4(frames, tmp / SOURCE_FILE, fps=fps, audio_source=src, audio_start=start)
