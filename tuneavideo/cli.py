@@ -236,6 +236,75 @@ def _bar(args: argparse.Namespace, stage: str, total: int) -> _Bar | None:
     return None if args.quiet else _Bar(stage, total)
 
 
+def _warn(warnings: list[str]) -> None:
+    """Warnings are shown even with -q: they say the result will differ from what was asked."""
+    for text in warnings:
+        print(f"warning: {text}", file=sys.stderr)
+
+
+def _prompts(values: Any, what: str) -> list[str]:
+    from .validation import check_prompts
+
+    prompts, warnings = check_prompts(values, what)
+    _warn(warnings)
+    return prompts
+
+
+def _file_footprint(base: str) -> tuple[int, int, int, int] | None:
+    """``(weight bytes, trained parameters, bytes per element, VAE scale)`` of a base read from its files.
+
+    The CLI checks memory before loading anything, so the sizes come from the weight files; the trained
+    part (attention queries + temporal layers) is taken as a fifth of the UNet, above what it is on SD-1.x.
+    None when the files are not local (a hub id not yet downloaded): the check is then skipped.
+    """
+    import json
+
+    from .settings import _sd_cached
+
+    folder = Path(base)
+    if not folder.is_dir() and _sd_cached(base):
+        from huggingface_hub import try_to_load_from_cache
+
+        folder = Path(str(try_to_load_from_cache(base, "model_index.json"))).parent
+    if not folder.is_dir():
+        return None
+
+    def size(part: str) -> int:
+        files = [*(folder / part).glob("*.safetensors"), *(folder / part).glob("*.bin")]
+        return sum(f.stat().st_size for f in files)
+
+    unet = size("unet")
+    try:
+        blocks = json.loads((folder / "vae" / "config.json").read_text()).get("block_out_channels", [0] * 4)
+    except (OSError, ValueError):
+        blocks = [0] * 4
+    return unet + size("vae") + size("text_encoder"), unet // 4 // 5, 4, 2 ** (len(blocks) - 1)
+
+
+def _check_fits(args: argparse.Namespace, base: str, profile: Any, kind: str, spec: VideoSpec, **configs: Any) -> None:
+    """Refuse, with the numbers, a job whose estimated peak memory exceeds what this device has free."""
+    from .costs import CostModel
+    from .settings import resolve_device
+    from .validation import check_memory
+
+    found = _file_footprint(base)
+    if found is None:
+        return
+    weights, trainable, element, vae_scale = found
+    device = resolve_device(args.device)
+    est = CostModel(device, profile.cost_kind, vae_scale).estimate(
+        spec, configs.get("tune") or profile.tune, configs.get("sample") or profile.sample,
+        configs.get("invert") or profile.invert, configs.get("num_prompts", 1), 0, weights, trainable, element,
+    )  # fmt: skip
+    check_memory(est["tune_peak_bytes"] if kind == "tune" else est["edit_peak_bytes"], device, f"this {kind} job")
+
+
+def _frames_spec(frames: Any) -> VideoSpec:
+    """The spec of frames already read, ``(f, h, w, 3)``: what a job on them costs."""
+    f, h, w = frames.shape[:3]
+    return VideoSpec(num_frames=int(f), width=int(w), height=int(h))
+
+
 def _from_record(cls: type, record: dict[str, Any], key: str, default: Any) -> Any:
     from .config import build_config
 
@@ -247,6 +316,7 @@ RECORD = "tuned.json"
 
 
 def _sample_config(args: argparse.Namespace, record: dict[str, Any], profile: Any) -> SampleConfig:
+    from .validation import check_sample_config, check_steps
     from .workflow import check_seed, with_seed
 
     if args.seed is not None:
@@ -254,7 +324,9 @@ def _sample_config(args: argparse.Namespace, record: dict[str, Any], profile: An
     base = _from_record(SampleConfig, record, "sample_config", profile.sample)
     cfg = replace(base, num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale,
                   negative_prompt=args.negative_prompt, eta=args.eta, seed=args.seed)  # fmt: skip
-    return with_seed(cfg)
+    if args.invert_steps is not None:
+        check_steps(args.invert_steps, "inversion steps")
+    return with_seed(check_sample_config(cfg))
 
 
 def _invert_config(args: argparse.Namespace, record: dict[str, Any], profile: Any) -> InvertConfig:
@@ -265,20 +337,17 @@ def _invert_config(args: argparse.Namespace, record: dict[str, Any], profile: An
 
 def _output_paths(args: argparse.Namespace, default_dir: Path, prompts: list[str]) -> list[Path]:
     """One path per prompt: ``-o x.mp4`` for one prompt, else distinct ``<slug>.mp4`` names in the folder."""
+    from .validation import check_output_dir, check_output_file, make_dir
     from .workflow import output_names
 
     out = Path(args.output) if args.output else None
     if out is not None and out.suffix.lower() == ".mp4":
         if len(prompts) > 1:
             raise InputError(f"-o {out.name} names one file, but {len(prompts)} prompts were given: pass a folder")
-        if out.is_dir():
-            raise InputError(f"-o {out} is a folder, not an .mp4 path")
-        out.parent.mkdir(parents=True, exist_ok=True)
+        check_output_file(out)
+        make_dir(out.parent)
         return [out]
-    folder = out or default_dir
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"output {folder} is a file, not a folder")
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = make_dir(check_output_dir(out or default_dir))
     return output_names(prompts, folder, fresh=True)
 
 
@@ -339,6 +408,7 @@ def cmd_tune(args: argparse.Namespace) -> list[Path]:
     if tcfg.max_train_steps < 1:
         raise InputError("--max-train-steps must be at least 1")
     icfg = replace(preset.invert if preset else profile.invert, num_inference_steps=args.invert_steps)
+    prompt = _validate_tune(args, base, profile, prompt, spec, tcfg, icfg)
     out = Path(args.output or Path("outputs") / f"{wf.slug(Path(video_path).stem)}-{time.strftime('%Y%m%d-%H%M%S')}")
     _check_run_output(out)
     clip = wf.read_clip(video_path, spec)  # before loading the model: a bad clip fails in a second
@@ -347,6 +417,7 @@ def cmd_tune(args: argparse.Namespace) -> list[Path]:
         f"{profile.title} base: {spec.num_frames} frames at {spec.width}x{spec.height}, {tcfg.max_train_steps} steps",
     )
     pipe = _load(args, base)
+    _say(args, "estimate: " + _estimate(pipe, profile, spec, tcfg, icfg, args.no_invert))
     extra = {
         "base_model": base,
         "preset": preset.name if preset else None,
@@ -368,6 +439,32 @@ def cmd_tune(args: argparse.Namespace) -> list[Path]:
     return written
 
 
+def _validate_tune(args: argparse.Namespace, base: str, profile: Any, prompt: str, spec: VideoSpec, tcfg: Any,
+                   icfg: Any) -> str:  # fmt: skip
+    """The app's rules for a tune (prompt, sizes, steps, memory), before the clip is read or the model loaded."""
+    from .validation import check_invert_config, check_prompt, check_tune_config, check_video_spec
+
+    prompt, warnings = check_prompt(prompt, "source prompt")
+    _warn(warnings)
+    check_video_spec(spec, profile)
+    check_tune_config(tcfg)
+    check_invert_config(icfg)
+    _check_fits(args, base, profile, "tune", spec, tune=tcfg, invert=icfg)
+    return prompt
+
+
+def _estimate(pipe: Any, profile: Any, spec: VideoSpec, tcfg: Any, icfg: InvertConfig, no_invert: bool) -> str:
+    """The time and memory estimate of this tune (+ inversion and one edit), with its range and source."""
+    import dataclasses
+
+    from .costs import CostModel, footprint
+
+    costs = CostModel.for_device(str(pipe.device), profile.cost_kind, pipe.vae_scale_factor, pipe.speed_plan().mode)
+    sample = dataclasses.replace(profile.sample, use_inversion=not no_invert)
+    est = costs.estimate(spec, tcfg, sample, icfg, 1, 0, *footprint(pipe, tcfg.trainable_modules))
+    return est["text"]
+
+
 def _check_run_output(out: Path) -> None:
     from .store import RunFolder
 
@@ -385,11 +482,13 @@ def cmd_edit(args: argparse.Namespace) -> list[Path]:
     from . import workflow as wf
 
     run, record, base = _open_run(args)
-    prompts = wf.clean_prompts(args.prompt or record.get("edit_prompts") or [], "edit prompt (--prompt)")
+    prompts = _prompts(args.prompt or record.get("edit_prompts") or [], "edit prompt (--prompt)")
     profile = _profile(args, base)
     cfg = _sample_config(args, record, profile)
-    paths = _output_paths(args, run.path / "edits", prompts)
     clip = wf.clip_of_run(run)
+    spec = _frames_spec(clip.frames)
+    _check_fits(args, base, profile, "edit", spec, sample=cfg, num_prompts=len(prompts))
+    paths = _output_paths(args, run.path / "edits", prompts)
     pipe = _load(args, base)
     delta = run.load_delta(pipe.unet)
     latents = None
@@ -407,10 +506,11 @@ def cmd_edit(args: argparse.Namespace) -> list[Path]:
 
 def cmd_generate(args: argparse.Namespace) -> list[Path]:
     from . import workflow as wf
+    from .validation import check_video_spec
 
-    prompts = wf.clean_prompts(args.prompt, "prompt (--prompt)")
+    prompts = _prompts(args.prompt, "prompt (--prompt)")
     if args.tuned:
-        run, pipe, delta, record, base = _load_tuned(args)
+        run, record, base = _open_run(args)
         folder = run.path / "generated"
     else:
         base = _base(args, None)
@@ -419,9 +519,12 @@ def cmd_generate(args: argparse.Namespace) -> list[Path]:
     cfg = _sample_config(args, record, profile)
     spec = replace(profile.video, num_frames=args.num_frames or record.get("num_frames"),
                    height=args.height or record.get("height"), width=args.width or record.get("width"))  # fmt: skip
+    check_video_spec(spec, profile)
+    _check_fits(args, base, profile, "generate", spec, sample=cfg, num_prompts=len(prompts))
     paths = _output_paths(args, folder, prompts)
-    if run is None:
-        pipe = _load(args, base)
+    pipe = _load(args, base)
+    if run is not None:
+        delta = run.load_delta(pipe.unet)
     frames = wf.sample_videos(pipe, delta, prompts, (spec.num_frames, spec.height, spec.width), cfg, None,
                               _bar(args, "generate", 0))  # fmt: skip
     _say(args, f"seed {cfg.seed}")
@@ -450,9 +553,10 @@ def _hint_config(args: argparse.Namespace, profile: Any) -> Any:
 
 def cmd_control(args: argparse.Namespace) -> list[Path]:
     from . import workflow as wf
+    from .validation import check_video_spec
     from .video import write_mp4
 
-    prompts = wf.clean_prompts(args.prompt, "prompt (--prompt)")
+    prompts = _prompts(args.prompt, "prompt (--prompt)")
     if args.tuned:
         run, record, base = _open_run(args)
         source = wf.clip_of_run(run)
@@ -469,10 +573,13 @@ def cmd_control(args: argparse.Namespace) -> list[Path]:
         num_frames=args.num_frames, width=args.width, height=args.height, stride=args.stride,
         start_time=args.start_time, resize=args.resize,
     )  # fmt: skip
+    check_video_spec(spec, profile)
     driving = wf.read_clip(args.video, spec) if args.video else source
     if driving is None:  # hints from a hint video only: sample from noise at the spec's size
         driving = wf.Clip(frames=_blank(spec), fps=wf.DEFAULT_FPS, spec=spec)
     cfg = _sample_config(args, record, profile)
+    _check_fits(args, base, profile, "control", _frames_spec(driving.frames), sample=cfg,
+                num_prompts=len(prompts))  # fmt: skip
     paths = _output_paths(args, folder, prompts)
     hints = wf.control_hints(driving.frames, _hint_config(args, profile), args.hint_video)
     pipe = _load(args, base)
@@ -505,10 +612,13 @@ def _blank(spec: VideoSpec) -> Any:
 
 def cmd_invert(args: argparse.Namespace) -> list[Path]:
     from . import workflow as wf
+    from .validation import check_invert_config
 
-    run, pipe, delta, record, base = _load_tuned(args)
-    icfg = _invert_config(args, record, _profile(args, base))
+    run, record, base = _open_run(args)
+    icfg = check_invert_config(_invert_config(args, record, _profile(args, base)))
     clip = wf.clip_of_run(run)
+    pipe = _load(args, base)
+    delta = run.load_delta(pipe.unet)
     # Recompute first, then replace the stored one atomically: a failure keeps the earlier inversion.
     latents = wf.invert_clip(
         pipe, delta, wf.encode_clip(pipe, clip.frames), icfg, _bar(args, "invert", icfg.num_inference_steps)
@@ -518,7 +628,9 @@ def cmd_invert(args: argparse.Namespace) -> list[Path]:
 
 def cmd_export(args: argparse.Namespace) -> list[Path]:
     from .loading import export_official_pipeline
+    from .validation import check_output_dir
 
+    check_output_dir(args.output)  # before the model load: a bad -o fails in a second
     _, pipe, delta, _, _ = _load_tuned(args)
     delta.apply(pipe.unet)
     return [export_official_pipeline(pipe, args.output, safe_serialization=args.safetensors)]

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -33,11 +32,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import validation as v
 from . import workflow as wf
 from .artifacts import MODELS_HOLDER, Artifacts, TunedArtifact, inversion_key
 from .config import InvertConfig, SampleConfig, TuneConfig, VideoSpec, config_hash
 from .control import ControlSpec
-from .costs import CostModel
+from .costs import CostModel, footprint
 from .errors import InputError
 from .hints import HintConfig
 from .profiles import BaseProfile, resolve_profile
@@ -45,10 +45,8 @@ from .progress import ProgressCallback
 from .results import EditResult, InvertResult, TunedModel, TuneResult, model_label
 from .sessions import Session, Sessions
 from .settings import Settings, open_base
-from .store import FileHashes, RunFolder, RunStore, TunedDelta, base_fingerprint, sha256_file
+from .store import MAX_ARCHIVE_BYTES, FileHashes, RunFolder, RunStore, TunedDelta, base_fingerprint, sha256_file
 from .video import write_mp4
-
-SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class Engine:
@@ -78,7 +76,9 @@ class Engine:
         self.profile: BaseProfile = resolve_profile(
             self.settings.model, str(self.device), self.settings.model_kind, native
         )
-        self.costs = CostModel(str(self.device), self.profile.cost_kind, self.vae_scale_factor)
+        self.costs = CostModel.for_device(
+            str(self.device), self.profile.cost_kind, self.vae_scale_factor, self.pipe.speed_plan().mode
+        )
 
         self._model_lock = threading.RLock()  # one job on the model at a time
         self._hashes = FileHashes()
@@ -93,6 +93,10 @@ class Engine:
         self.artifacts = Artifacts(self.pipe, self.store, self.settings.cache_bytes, self.costs, self._model_lock)
         self.cache = self.artifacts.cache
         self._sessions = Sessions(self.output_root, self.cache.release)
+        self.upload_dir: Path | None = None  # where the app's uploads land (set by the UI): counted in the budget
+        self._footprints: dict[tuple[str, ...], tuple[int, int, int]] = {}
+        self._disk_lock = threading.Lock()
+        self.disk_evictions = 0
 
     # ------------------------------------------------------------------ info
     def describe(self) -> dict[str, Any]:
@@ -115,6 +119,7 @@ class Engine:
         out["sessions"] = len(self._sessions)
         out["control_models"] = len(self.cache.keys(MODELS_HOLDER))
         out["stored_runs"] = len(self.store.keys())
+        out["disk"] = self.disk_usage()
         return out
 
     # ------------------------------------------------------------------ sessions
@@ -179,9 +184,8 @@ class Engine:
         """
         spec, config = video_spec or self.profile.video, tune_config or self.profile.tune
         preview_steps = self.profile.preview_steps if preview_steps is None else int(preview_steps)
-        prompt = prompt.strip() if isinstance(prompt, str) else ""
-        if not prompt:
-            raise InputError("Please describe the source video in the prompt (e.g. 'a man is skiing').")
+        prompt, warnings = v.check_prompt(prompt, "source prompt")
+        self.check_job("tune", spec, tune_config=config, preview_steps=preview_steps)
         timings: dict[str, float] = {}
         with self._sessions.job(session_id, progress) as (s, callback):
             t0 = time.perf_counter()
@@ -217,8 +221,10 @@ class Engine:
                     preview_path = write_mp4(art.preview, folder / "preview.mp4", fps=clip.fps)
                 download = art.run.pack(folder / f"tuned-{key[:8]}.zip")
             s.models[key] = model
+        self.enforce_disk()
+        record = {**art.delta.record, "warnings": warnings}  # a copy: the stored record stays as it was
         return TuneResult(s.id, key, video_key, model.label, cache_hit, art.losses, _rounded(timings),
-                          str(preview_path) if preview_path else None, str(download), dict(art.delta.record), art.preview)  # fmt: skip
+                          str(preview_path) if preview_path else None, str(download), record, art.preview)  # fmt: skip
 
     def _record(self, tune_key: str) -> dict[str, Any]:
         return {"base_model": self.settings.model, "tune_key": tune_key}
@@ -235,10 +241,13 @@ class Engine:
         The archive carries the exact source frames, so edits can invert; for a bare weights file, give the
         source ``video_path`` (read with ``video_spec``, default: the spec recorded with the weights).
         """
+        self.check_disk()
+        # an archive holds its files stored, not compressed: it unpacks to about the upload's size
+        limit = min(MAX_ARCHIVE_BYTES, 2 * self.settings.max_upload_bytes)
         with self._sessions.job(session_id, None) as (s, _):
             staging = self.store.root / f".upload-{uuid.uuid4().hex[:12]}"
             try:
-                run = RunFolder.unpack(Path(folder_or_file), staging)
+                run = RunFolder.unpack(Path(folder_or_file), staging, max_bytes=limit)
                 delta = run.load_delta(self.pipe.unet)
                 key = config_hash("upload", sha256_file(run.path / "tuned.safetensors"), self.base_id)
                 if self.store.get(key) is None:
@@ -258,6 +267,7 @@ class Engine:
                 key, label, prompt, str(art.run.path), spec or self.profile.video, None, given, "uploaded"
             )
             s.models[key] = model
+        self.enforce_disk()
         return TuneResult(s.id, key, video_key, label, cache_hit, (), {}, None, None, record)
 
     # ------------------------------------------------------------------ inversion / sampling
@@ -269,11 +279,13 @@ class Engine:
         progress: ProgressCallback | None = None,
     ) -> InvertResult:
         """DDIM-invert the source clip with the tuned model (paper §4.3); cached per tuned model + config."""
-        config = invert_config or self.profile.invert
+        config = v.check_invert_config(invert_config or self.profile.invert)
+        self.check_disk()
         with self._sessions.job(session_id, progress) as (s, callback):
             model = s.model(tune_key)
             art, _ = self.artifacts.tuned(s.id, model.tune_key)
             clip = self._require_clip(s, model)
+            self.check_job("invert", clip.spec, invert_config=config)
             _, cached, seconds = self.artifacts.inverted(s.id, model, art, clip, config, callback)
         return InvertResult(s.id, model.tune_key, self.inversion_key(model.tune_key, config), cached, round(seconds, 3))
 
@@ -301,9 +313,10 @@ class Engine:
         with self._model_lock:
             frames = wf.sample_videos(self.pipe, delta, prompts, (spec.num_frames, spec.height, spec.width), sample,
                                       latents, callback, unet_kwargs)  # fmt: skip
-        rows = 2 if sample.guidance_scale > 1.0 else 1
+        cfg = sample.guidance_scale > 1.0  # a CFG step runs two rows per frame
         steps = len(prompts) * sample.num_inference_steps
-        self.costs.measured("forward", time.perf_counter() - started, steps, self.costs.units(spec, rows))
+        spent = time.perf_counter() - started
+        self.costs.measured("sample" if cfg else "forward", spent, steps, self.costs.units(spec, 2 if cfg else 1))
         return frames
 
     def edit(
@@ -342,12 +355,14 @@ class Engine:
         kind: str,
         num_frames: int | None = None,
     ) -> EditResult:
-        prompts = wf.clean_prompts(prompts)
-        sample = wf.with_seed(sample_config or self.profile.sample)
+        prompts, sample, notes = self._checked(prompts, sample_config, invert_config)
         timings: dict[str, float] = {}
-        notes: list[str] = []
         with self._sessions.job(session_id, progress) as (s, callback):
             model, art, tuning_cached = self._start(s, tune_key, timings)
+            shape = model.video_spec or self.profile.video
+            if num_frames is not None:
+                shape = dataclasses.replace(shape, num_frames=int(num_frames))
+            self.check_job(kind, shape, sample_config=sample, num_prompts=len(prompts))
             with self.cache.pin(model.tune_key):
                 clip = self.artifacts.model_clip(s.id, model)
                 latents, inversion_cached = None, None
@@ -370,8 +385,19 @@ class Engine:
                 outputs = self._write(s, kind, prompts, frames, clip)
         if clip is not None:
             notes.append(wf.audio_note(clip, outputs.has_audio))
-        return self._result(s, model, prompts, outputs, frames, sample, timings, notes,
-                            tuning_cached=tuning_cached, inversion_cached=inversion_cached)  # fmt: skip
+        self.enforce_disk()
+        return EditResult.of(s.id, model.tune_key, prompts, outputs, frames, sample.seed, _rounded(timings), notes,
+                             tuning_cached=tuning_cached, inversion_cached=inversion_cached)  # fmt: skip
+
+    def _checked(
+        self, prompts: str | Sequence[str], sample_config: SampleConfig | None, invert_config: InvertConfig | None
+    ) -> tuple[list[str], SampleConfig, list[str]]:
+        """``(prompts, sample config with a seed, notes)`` of an edit-like job, checked before it starts."""
+        prompts, warnings = v.check_prompts(prompts)
+        sample = wf.with_seed(v.check_sample_config(sample_config or self.profile.sample))
+        if invert_config is not None:
+            v.check_invert_config(invert_config)
+        return prompts, sample, [f"Warning: {w}." for w in warnings]
 
     def _start(self, s: Session, tune_key: str, timings: dict[str, float]) -> tuple[TunedModel, TunedArtifact, bool]:
         model = s.model(tune_key)
@@ -387,27 +413,6 @@ class Engine:
         folder = self._sessions.job_dir(s, kind)
         fps = clip.fps if clip is not None else wf.DEFAULT_FPS
         return wf.write_outputs(wf.output_names(prompts, folder), frames, fps, clip, hints, combined=folder)
-
-    @staticmethod
-    def _result(
-        s: Session, model: TunedModel, prompts: Sequence[str], out: wf.Outputs, frames: np.ndarray,
-        sample: SampleConfig, timings: dict[str, float], notes: list[str], **flags: Any,
-    ) -> EditResult:  # fmt: skip
-        return EditResult(
-            session_id=s.id,
-            tune_key=model.tune_key,
-            prompts=tuple(prompts),
-            video_paths=tuple(str(p) for p in out.videos),
-            gif_path=str(out.gif),
-            side_by_side_path=str(out.side_by_side) if out.side_by_side else None,
-            hint_path=str(out.hint_video) if out.hint_video else None,
-            has_audio=out.has_audio,
-            seed=sample.seed,
-            timings=_rounded(timings),
-            notes=tuple(notes),
-            frames=frames,
-            **flags,
-        )
 
     # ------------------------------------------------------------------ control
     def hints(
@@ -444,16 +449,16 @@ class Engine:
         if not isinstance(control_spec, ControlSpec):
             raise InputError(f"control_spec must be a ControlSpec, got {type(control_spec).__name__}")
         control_spec = dataclasses.replace(control_spec, hint=hint_config.kind)
-        prompts = wf.clean_prompts(prompts)
-        sample = wf.with_seed(sample_config or self.profile.sample)
+        prompts, sample, notes = self._checked(prompts, sample_config, invert_config)
         timings: dict[str, float] = {}
-        notes: list[str] = []
         resolved = self.profile.hint_config(hint_config)
         if resolved is not hint_config:
             hint_config = resolved
             notes.append(self.profile.depth_note or f"Depth hints use the '{resolved.depth_backend}' backend.")
         with self._sessions.job(session_id, progress) as (s, callback):
             model, art, tuning_cached = self._start(s, tune_key, timings)
+            self.check_job("control", model.video_spec or self.profile.video, sample_config=sample,
+                           num_prompts=len(prompts))  # fmt: skip
             with self.cache.pin(model.tune_key):
                 spec = model.video_spec or self.profile.video
                 source, driving, driving_key = self._driving(s, model, spec, video_path)
@@ -477,8 +482,10 @@ class Engine:
                 frames = self._sample(art.delta, prompts, latents, spec, sample, callback, control.unet_kwargs)
                 timings["sample"] = time.perf_counter() - t0
                 outputs = self._write(s, "control", prompts, frames, driving, control.hints[0])
-        return self._result(s, model, prompts, outputs, frames, sample, timings, notes, tuning_cached=tuning_cached,
-                            inversion_cached=inversion_cached, hints_cached=hints_cached)  # fmt: skip
+        self.enforce_disk()
+        return EditResult.of(s.id, model.tune_key, prompts, outputs, frames, sample.seed, _rounded(timings), notes,
+                             tuning_cached=tuning_cached, inversion_cached=inversion_cached,
+                             hints_cached=hints_cached)  # fmt: skip
 
     def _driving(
         self, s: Session, model: TunedModel, spec: VideoSpec, video_path: str | os.PathLike | None
@@ -492,6 +499,123 @@ class Engine:
             raise InputError("This uploaded model has no source video: upload a driving video for the hints.")
         return source, source, "source:" + model.tune_key
 
+    # ------------------------------------------------------------------ validation
+    def check_job(
+        self,
+        kind: str,
+        spec: VideoSpec,
+        tune_config: TuneConfig | None = None,
+        sample_config: SampleConfig | None = None,
+        invert_config: InvertConfig | None = None,
+        num_prompts: int = 1,
+        preview_steps: int = 0,
+    ) -> dict[str, Any]:
+        """Refuse a job this base and device cannot run (see :mod:`tuneavideo.validation`); returns its estimate.
+
+        Runs before the job touches the model: sizes and steps within limits, the estimated peak memory
+        within what the device has free, and the disk budget not exhausted.
+        """
+        v.check_video_spec(spec, self.profile)
+        tcfg = v.check_tune_config(tune_config) if tune_config is not None else self.profile.tune
+        sample = v.check_sample_config(sample_config) if sample_config is not None else self.profile.sample
+        icfg = v.check_invert_config(invert_config) if invert_config is not None else self.profile.invert
+        if not 0 <= int(preview_steps) <= v.MAX_SAMPLE_STEPS:
+            raise InputError(f"preview steps must be from 0 to {v.MAX_SAMPLE_STEPS}, got {preview_steps}")
+        self.check_disk()
+        weights, trainable, element = self._footprint(tcfg.trainable_modules)
+        est = self.costs.estimate(spec, tcfg, sample, icfg, num_prompts, int(preview_steps), weights, trainable,
+                                  element)  # fmt: skip
+        need = est["tune_peak_bytes"] if kind == "tune" else est["edit_peak_bytes"]
+        v.check_memory(need, str(self.device), f"this {kind} job", already_loaded=weights)
+        return est
+
+    def _footprint(self, trainable_modules: tuple[str, ...]) -> tuple[int, int, int]:
+        found = self._footprints.get(trainable_modules)
+        if found is None:
+            found = self._footprints[trainable_modules] = footprint(self.pipe, trainable_modules)
+        return found
+
+    def allowed_model_dirs(self) -> list[Path]:
+        """Folders a model named over the network may come from: the shipped models + the operator's."""
+        return v.allowed_model_dirs(self.settings.allow_model_dirs)
+
+    # ------------------------------------------------------------------ disk budget
+    def _disk_items(self) -> list[tuple[float, int, Path, bool]]:
+        """``(mtime, bytes, path, evictable)`` of every run folder, session output folder and upload."""
+        items: list[tuple[float, int, Path, bool]] = []
+        # What a live session holds or a job is using is never evicted: the sessions' models, what the
+        # cache holds for them, each session's newest output of every kind, and all of a busy session.
+        with self._sessions._lock:  # a snapshot; Sessions has no public iterator over live sessions
+            live = list(self._sessions._sessions.values())
+        held = {key for s in live for key in s.models} | set(self.cache.keys())
+        recent = time.time() - 600  # a run or upload written in the last 10 minutes may belong to a job in flight
+        for key in self.store.keys():
+            path = self.store.path(key)
+            mtime = path.stat().st_mtime
+            items.append((mtime, _tree_bytes(path), path, key not in held and mtime < recent))
+        for s in live:
+            folders = sorted(p for p in s.dir.glob("*") if p.is_dir()) if s.dir.is_dir() else []
+            newest: dict[str, Path] = {}
+            for folder in folders:
+                newest[folder.name.split("-")[1] if "-" in folder.name else ""] = folder
+            for folder in folders:
+                keep = s.active > 0 or folder in newest.values()
+                items.append((folder.stat().st_mtime, _tree_bytes(folder), folder, not keep))
+        if self.upload_dir is not None and self.upload_dir.is_dir():
+            for entry in self.upload_dir.iterdir():
+                mtime = entry.stat().st_mtime
+                items.append((mtime, _tree_bytes(entry), entry, mtime < time.time() - 3600))
+        return items
+
+    def disk_usage(self) -> dict[str, Any]:
+        """Bytes of stored runs, session outputs and uploads against the one disk budget (``/stats``)."""
+        items = self._disk_items()
+        store = self.store.root.resolve()
+        runs = sum(n for _, n, p, _ in items if store in p.resolve().parents)
+        uploads = sum(n for _, n, p, _ in items if self.upload_dir is not None and self.upload_dir in p.parents)
+        used = sum(n for _, n, _, _ in items)
+        return {"budget_bytes": self.settings.disk_bytes, "used_bytes": used, "runs_bytes": runs,
+                "uploads_bytes": uploads, "outputs_bytes": used - runs - uploads,
+                "evictions": self.disk_evictions}  # fmt: skip
+
+    def enforce_disk(self) -> int:
+        """Delete the oldest evictable runs, outputs and uploads until the budget holds; returns bytes freed."""
+        budget = self.settings.disk_bytes
+        if budget <= 0:
+            return 0
+        freed = 0
+        with self._disk_lock:
+            items = sorted(self._disk_items(), key=lambda item: item[0])
+            used = sum(n for _, n, _, _ in items)
+            for _, nbytes, path, evictable in items:
+                if used <= budget:
+                    break
+                if not evictable:
+                    continue
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+                used -= nbytes
+                freed += nbytes
+                self.disk_evictions += 1
+        return freed
+
+    def check_disk(self) -> None:
+        """Refuse new work while the disk budget is exhausted by what live sessions and jobs hold."""
+        if self.settings.disk_bytes <= 0:
+            return
+        self.enforce_disk()
+        usage = self.disk_usage()
+        if usage["used_bytes"] > self.settings.disk_bytes:
+            from .costs import fmt_bytes
+
+            raise InputError(
+                f"The server's disk budget is full ({fmt_bytes(usage['used_bytes'])} of "
+                f"{fmt_bytes(self.settings.disk_bytes)} used by tuned runs, uploads and outputs that are in use): "
+                "try again later."
+            )
+
     # ------------------------------------------------------------------ estimates
     def estimate(
         self,
@@ -503,22 +627,24 @@ class Engine:
         preview_steps: int | None = None,
     ) -> dict[str, Any]:
         """Rough time and memory of tune + preview, one inversion and an edit (see :mod:`tuneavideo.costs`)."""
-        from .tuning import select_trainable
-
         tcfg = tune_config or self.profile.tune
-        weights = sum(p.numel() * p.element_size() for m in (self.pipe.unet, self.pipe.vae, self.pipe.text_encoder)
-                      for p in m.parameters())  # fmt: skip
-        try:
-            trainable = sum(p.numel() for p in select_trainable(self.pipe.unet, tcfg.trainable_modules).values())
-        except InputError:
-            trainable = 0
         out = self.costs.estimate(
             video_spec or self.profile.video, tcfg, sample_config or self.profile.sample,
             invert_config or self.profile.invert, num_prompts,
             self.profile.preview_steps if preview_steps is None else preview_steps,
-            weights, trainable, next(self.pipe.unet.parameters()).element_size(),
+            *footprint(self.pipe, tcfg.trainable_modules),
         )  # fmt: skip
         return {**out, "model_kind": self.profile.kind}
+
+
+def _tree_bytes(path: Path) -> int:
+    """Bytes of a file, or of every file under a folder (0 for what vanished meanwhile)."""
+    try:
+        if path.is_file():
+            return path.stat().st_size
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    except OSError:
+        return 0
 
 
 def _control_note(spec: ControlSpec) -> str:

@@ -1,0 +1,67 @@
+"""The cost model: the GPU table is what the benchmarks measured, estimates carry a range and a source."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tuneavideo.config import InvertConfig, SampleConfig, TuneConfig, VideoSpec
+from tuneavideo.costs import TABLE_FILE, CostModel, gpu_table
+from tuneavideo.testing import load_benchmark
+
+ROOT = Path(__file__).resolve().parent.parent
+PAPER = (VideoSpec(24, 512, 512), TuneConfig(max_train_steps=500), SampleConfig(50, 12.5), InvertConfig(50))
+SD_SIZES = (int(2.2e9), 74_000_000, 2)  # weights bytes, trained parameters, bytes per element (fp16)
+
+
+def test_the_shipped_gpu_table_is_what_the_benchmarks_wrote():
+    script = load_benchmark("cost_table")
+    assert json.loads(TABLE_FILE.read_text()) == json.loads(json.dumps(script.build_table(script.DEFAULT_PAIRS)))
+    h200 = gpu_table()["NVIDIA H200"]
+    bench = json.loads((ROOT / h200["source"]).read_text())
+    cell = next(c for c in bench["cells"] if c["mode"] == "plain" and c["frames"] == 24)
+    a, b = h200["modes"]["plain"]["train"]
+    assert a + b * 24 * 64 * 64 == pytest.approx(cell["tune_step_s"], rel=0.02)  # the line goes through it
+
+
+def test_the_paper_setting_on_an_h200_is_within_25_percent_of_a_measured_job():
+    job = json.loads((ROOT / "benchmarks" / "job_h200_24f.json").read_text())
+    model = CostModel("cuda", "sd", 8, job["gpu"], job["speed_mode"])
+    est = model.estimate(*PAPER, num_prompts=1, preview_steps=0, weights_bytes=SD_SIZES[0],
+                         trainable_params=SD_SIZES[1], element_size=SD_SIZES[2])  # fmt: skip
+    measured = job["measured"]["total_seconds"]
+    assert est["total_seconds"] == pytest.approx(measured, rel=0.25)
+    assert est["range"][0] <= measured <= est["range"][1]
+    assert "NVIDIA H200" in est["source"] and "Source:" in est["text"]
+
+
+def test_an_unknown_gpu_is_scaled_by_its_matmul_throughput():
+    ref = gpu_table()["NVIDIA H200"]["matmul_fp16_tflops"]
+    fast = CostModel("cuda", "sd", 8, "Some GPU", "fast", tflops=ref)
+    slow = CostModel("cuda", "sd", 8, "Some GPU", "fast", tflops=ref / 4)
+    args = dict(num_prompts=1, preview_steps=0, weights_bytes=SD_SIZES[0], trainable_params=SD_SIZES[1], element_size=2)
+    t_fast, t_slow = fast.estimate(*PAPER, **args), slow.estimate(*PAPER, **args)
+    assert t_slow["tune_seconds"] == pytest.approx(4 * t_fast["tune_seconds"], rel=1e-6)
+    assert "scaled to Some GPU" in t_slow["source"] and t_slow["range"][1] / t_slow["total_seconds"] == pytest.approx(
+        1.5
+    )
+    unmeasured = CostModel("cuda", "sd", 8, "Some GPU", "fast").estimate(*PAPER, **args)
+    assert "not in the table" in unmeasured["source"]
+
+
+def test_cpu_estimates_say_where_they_come_from_and_narrow_once_calibrated():
+    model = CostModel("cpu", "toy-world")
+    spec = VideoSpec(8, 128, 128)
+    args = (spec, TuneConfig(max_train_steps=100), SampleConfig(25, 7.5), InvertConfig(25), 1, 10, 10**8, 10**6, 4)
+    before = model.estimate(*args)
+    assert before["range"][0] < before["total_seconds"] < before["range"][1]
+    assert "2-core CPU" in before["source"] and "rough" in before["text"]
+    model.measured("train", 2 * before["tune_seconds"], 100, model.units(spec))
+    model.measured("sample", 10.0, 25, model.units(spec, 2))
+    after = model.estimate(*args)
+    assert after["tune_seconds"] == pytest.approx(2 * before["tune_seconds"], rel=1e-3)
+    assert "calibrated by 2 runs" in after["source"]
+    width = (after["range"][1] - after["range"][0]) / after["total_seconds"]
+    assert width == pytest.approx(0.4)  # +-20 % once both kinds of step were measured here
