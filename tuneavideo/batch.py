@@ -1,0 +1,362 @@
+"""Batch jobs on Ray: a folder of clips, each tuned, inverted and edited by the same workflow as the CLI.
+
+A jobs file (YAML) lists jobs; each is one clip with its prompt, edit prompts and optional preset or
+overrides::
+
+    defaults:                # optional: merged into every job
+      model: toy-world
+      tune: {max_train_steps: 100}
+    jobs:
+      - name: red-circle
+        video: clips/red-circle.mp4
+        prompt: a red circle moving right on a blue background
+        edits: [a green circle moving right on a blue background]
+      - name: skiing
+        preset: man-skiing   # the preset's settings; the keys below override it
+        video: clips/man-skiing.mp4
+        video_spec: {num_frames: 8}
+
+Each job runs on a long-lived Ray actor (one per GPU, or per CPU slot) that keeps its base model loaded,
+and writes its own run folder under the output folder (``<name>-<key>``: weights, record, inversion,
+``edits/``). A job that fails is reported and the others go on; a job whose run folder is already complete
+(same content key: clip bytes, prompt, configs, edits, base) is skipped. ``summary.json`` lists every
+job's outputs, time and error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import InvertConfig, SampleConfig, TuneConfig, VideoSpec, build_config, config_hash, config_to_dict
+from .errors import InputError, MissingDependencyError, TuneAVideoError
+
+JOB_FILE = "job.json"
+SUMMARY_FILE = "summary.json"
+_SECTIONS = {"video_spec": VideoSpec, "tune": TuneConfig, "invert": InvertConfig, "sample": SampleConfig}
+_KEYS = {"name", "video", "prompt", "edits", "preset", "model", *_SECTIONS}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One clip's work: tune on ``video`` with ``prompt``, invert, then one edit per prompt of ``edits``."""
+
+    name: str
+    video: str
+    prompt: str
+    edits: tuple[str, ...]
+    model: str | None
+    video_spec: VideoSpec
+    tune: TuneConfig
+    invert: InvertConfig
+    sample: SampleConfig
+    error: str | None = None  # a job that could not even be read: reported as failed, never run
+
+    def key(self) -> str:
+        """Content key: the clip's bytes, the prompt, edits, configs and base (what makes the outputs)."""
+        from .store import sha256_file
+
+        return config_hash("batch-job", sha256_file(self.video), self.prompt, self.edits, self.model,
+                           self.video_spec, self.tune, self.invert, self.sample)  # fmt: skip
+
+    def folder(self, out: Path) -> Path:
+        return out / f"{_slug(self.name)}-{self.key()[:10]}"
+
+
+def _slug(text: str) -> str:
+    from .workflow import slug
+
+    return slug(text, 40)
+
+
+def _job(raw: Any, index: int, defaults: dict[str, Any], root: Path) -> Job:
+    """A :class:`Job` from one YAML entry (defaults and its preset merged in), or one that carries its error."""
+    from .config import load_preset
+    from .profiles import expand_model, resolve_profile
+
+    name = f"job-{index + 1}"
+    try:
+        if not isinstance(raw, dict):
+            raise InputError(f"job {index + 1} must be a mapping, got {type(raw).__name__}")
+        data = {**defaults, **raw}
+        unknown = sorted(set(data) - _KEYS)
+        if unknown:
+            raise InputError(f"unknown key(s) {unknown}; valid keys are {sorted(_KEYS)}")
+        name = str(data.get("name") or name)
+        preset = load_preset(data["preset"]) if data.get("preset") else None
+        model = data.get("model") or (preset.base_model if preset else None)
+        model = expand_model(model) if model else None
+        profile = resolve_profile(model or "toy-world")
+        base = {"video_spec": profile.video, "tune": profile.tune, "invert": profile.invert, "sample": profile.sample}
+        if preset is not None:
+            base = {"video_spec": preset.video, "tune": preset.tune, "invert": preset.invert, "sample": preset.sample}
+        configs = {k: _merged(cls, base[k], data.get(k), f"{name}.{k}") for k, cls in _SECTIONS.items()}
+        video = data.get("video") or (preset.video_path if preset else None)
+        prompt = str(data.get("prompt") or (preset.prompt if preset else "")).strip()
+        if not video or not prompt:
+            raise InputError("every job needs a 'video' and a 'prompt'")
+        video_path = Path(str(video)).expanduser()
+        video_path = video_path if video_path.is_absolute() else root / video_path
+        edits = data.get("edits", list(preset.edit_prompts) if preset else [])
+        if isinstance(edits, str) or not all(isinstance(e, str) for e in edits):
+            raise InputError("'edits' must be a list of prompts")
+        return Job(name, str(video_path), prompt, tuple(e.strip() for e in edits if e.strip()), model, **configs)
+    except (TuneAVideoError, TypeError, ValueError) as exc:
+        return Job(name, "", "", (), None, VideoSpec(), TuneConfig(), InvertConfig(), SampleConfig(), error=str(exc))
+
+
+def _merged(cls: type, base: Any, override: Any, where: str) -> Any:
+    if override is None:
+        return base
+    if not isinstance(override, dict):
+        raise InputError(f"{where} must be a mapping")
+    return build_config(cls, {**config_to_dict(base), **override}, where)
+
+
+def load_jobs(path: str | Path) -> list[Job]:
+    """Read a jobs file; paths in it are relative to the file. A job that cannot be read carries its error."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"jobs file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path.name} is not valid YAML: {exc}") from exc
+    if isinstance(data, list):
+        data = {"jobs": data}
+    if not isinstance(data, dict) or not isinstance(data.get("jobs"), list) or not data["jobs"]:
+        raise InputError(f"{path.name}: expected a mapping with a non-empty 'jobs' list")
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise InputError(f"{path.name}: 'defaults' must be a mapping")
+    jobs = [_job(raw, i, defaults, path.parent.resolve()) for i, raw in enumerate(data["jobs"])]
+    names = [j.name for j in jobs]
+    if len(set(names)) != len(names):
+        raise InputError(f"{path.name}: job names must be distinct, got {names}")
+    return jobs
+
+
+# ------------------------------------------------------------------------------------------ one job
+class JobRunner:
+    """Runs jobs one after another in one process, keeping each base model loaded (a Ray actor wraps it)."""
+
+    def __init__(self, device: str = "auto", dtype: str = "auto", speed: str = "auto") -> None:
+        from .settings import resolve_device
+
+        self.device = resolve_device(device)
+        self.dtype, self.speed = dtype, speed
+        self._pipes: dict[str, Any] = {}
+
+    def _pipe(self, model: str | None) -> Any:
+        from .settings import load_base, resolve_default_model, resolve_dtype, speed_for
+
+        if model is None:
+            model = resolve_default_model(self.device)[0]
+        if model not in self._pipes:
+            self._pipes.clear()  # one base in memory at a time: a worker is one GPU
+            pipe = load_base(model, self.device, resolve_dtype(self.dtype, self.device))
+            pipe.set_progress_bar_config(disable=True)
+            pipe.set_speed_mode(speed_for(self.speed, self.device))
+            self._pipes[model] = pipe
+        return self._pipes[model]
+
+    def run(self, job: Job, out: str) -> dict[str, Any]:
+        """Run ``job`` into its folder under ``out``; never raises: failures come back as ``status: failed``."""
+        started = time.perf_counter()
+        report: dict[str, Any] = {"name": job.name, "video": job.video, "status": "failed", "outputs": []}
+        try:
+            if job.error:
+                raise InputError(job.error)
+            from .workflow import check_video_path
+
+            check_video_path(job.video)
+            folder = job.folder(Path(out))
+            report.update(key=job.key(), folder=str(folder))
+            report.update(self._work(job, folder), status="done")
+        except Exception as exc:  # a job's failure is its own: report it, keep the worker alive for the next
+            report["error"] = f"{type(exc).__name__}: {exc}" if not isinstance(exc, TuneAVideoError) else str(exc)
+        report["seconds"] = round(time.perf_counter() - started, 2)
+        if report.get("folder"):
+            from .store import write_json
+
+            write_json(Path(report["folder"]) / JOB_FILE, report)
+        return report
+
+    def _work(self, job: Job, folder: Path) -> dict[str, Any]:
+        from . import workflow as wf
+        from .store import RunFolder
+
+        clip = wf.read_clip(job.video, job.video_spec)
+        pipe = self._pipe(job.model)
+        extra = {"base_model": job.model, "batch_job": job.name, "sample_config": config_to_dict(job.sample),
+                 "invert_config": config_to_dict(job.invert), "edit_prompts": list(job.edits)}  # fmt: skip
+        delta = wf.tune_clip(pipe, clip, job.prompt, job.tune, extra_record=extra)
+        audio = (clip.audio_source, clip.audio_start) if clip.audio_source else None
+        run = RunFolder.write(folder, delta, clip.frames, clip.fps, audio)
+        latents, _ = wf.cached_inversion(pipe, run, delta, clip, job.invert)
+        outputs: list[str] = [str(folder / "tuned.safetensors")]
+        if job.edits:
+            sample = wf.with_seed(job.sample)
+            frames = wf.sample_videos(pipe, delta, list(job.edits), clip.frames.shape[:3], sample, latents)
+            paths = wf.output_names(job.edits, folder / "edits", fresh=False)
+            written = wf.write_outputs(paths, frames, clip.fps, clip)
+            outputs += [str(p) for p in written.all]
+        return {"outputs": outputs, "final_loss": delta.record.get("final_loss")}
+
+
+# ------------------------------------------------------------------------------------------ the batch
+def _done(job: Job, out: Path) -> dict[str, Any] | None:
+    """The earlier report of ``job`` when its run folder is complete (same content key), else None."""
+    if job.error:
+        return None
+    try:
+        path = job.folder(out) / JOB_FILE
+        report = json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError, TuneAVideoError):
+        return None
+    ok = report and report.get("status") == "done" and all(Path(p).exists() for p in report.get("outputs", []))
+    return {**report, "status": "skipped", "seconds": 0.0} if ok else None
+
+
+ProgressFn = Callable[[dict[str, Any]], None]  # gets {"done", "failed", "skipped", "running", "total", "eta"}
+
+
+@dataclass
+class _Tally:
+    total: int
+    started: float = field(default_factory=time.perf_counter)
+    reports: list[dict[str, Any]] = field(default_factory=list)
+
+    def status(self, running: int) -> dict[str, Any]:
+        counts = {s: sum(r["status"] == s for r in self.reports) for s in ("done", "failed", "skipped")}
+        finished = counts["done"] + counts["failed"]
+        left = self.total - len(self.reports)
+        rate = (time.perf_counter() - self.started) / finished if finished else None
+        eta = None if rate is None else round(rate * left / max(running, 1), 1)
+        return {**counts, "running": running, "total": self.total, "eta": eta}
+
+
+def run_batch(
+    jobs: list[Job],
+    out: str | Path,
+    address: str | None = None,
+    gpus_per_job: float = 1.0,
+    workers: int | None = None,
+    device: str = "auto",
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """Run ``jobs`` on Ray (a local one when ``address`` is None); returns and writes the summary.
+
+    One actor per GPU (``gpus_per_job`` GPUs each) when Ray sees GPUs, else ``workers`` CPU actors
+    (default: one per two CPUs). Jobs already complete in ``out`` are skipped.
+    """
+    ray = _import_ray()
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    tally = _Tally(len(jobs))
+    todo = []
+    for job in jobs:
+        earlier = _done(job, out)
+        if earlier is not None:
+            tally.reports.append(earlier)
+        else:
+            todo.append(job)
+    if todo:
+        _run_on_ray(ray, todo, out, address, gpus_per_job, workers, device, tally, progress)
+    summary = {"out": str(out), **tally.status(0), "seconds": round(time.perf_counter() - tally.started, 2),
+               "jobs": sorted(tally.reports, key=lambda r: [j.name for j in jobs].index(r["name"]))}  # fmt: skip
+    from .store import write_json
+
+    write_json(out / SUMMARY_FILE, summary)
+    return summary
+
+
+def _run_on_ray(
+    ray: Any, todo: list[Job], out: Path, address: str | None, gpus_per_job: float, workers: int | None,
+    device: str, tally: _Tally, progress: ProgressFn | None,
+) -> None:  # fmt: skip
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        use_gpu = gpus > 0 and device != "cpu"
+        count = max(1, int(gpus // max(gpus_per_job, 1e-9))) if use_gpu else (workers or max(1, _cpus(ray) // 2))
+        actor = ray.remote(num_gpus=gpus_per_job if use_gpu else 0, num_cpus=1)(JobRunner)
+        runners = [actor.remote("cuda" if use_gpu else "cpu") for _ in range(min(count, len(todo)))]
+        pending, free, queue = {}, list(runners), list(todo)
+        while queue or pending:
+            while queue and free:
+                runner, job = free.pop(), queue.pop(0)
+                pending[runner.run.remote(job, str(out))] = runner
+            if progress:
+                progress(tally.status(len(pending)))
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            free.append(pending.pop(ready[0]))
+            tally.reports.append(ray.get(ready[0]))
+        if progress:
+            progress(tally.status(0))
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+# ------------------------------------------------------------------------------------------ command line
+def add_parser(sub: Any) -> None:
+    """``tuneavideo batch JOBS.yaml [--ray-address ADDR] [--gpus-per-job 1] [--workers N] [-o OUT]``."""
+    p = sub.add_parser("batch", help="run a YAML file of jobs (tune, invert, edit each clip) on Ray")
+    p.add_argument("jobs", help="jobs file (YAML): see `tuneavideo/batch.py` or the README")
+    p.add_argument("--ray-address", help="a running Ray cluster (default: start a local one)")
+    p.add_argument("--gpus-per-job", type=float, default=1.0, help="GPUs per job (default 1)")
+    p.add_argument("--workers", type=int, help="CPU-only: jobs at a time (default: one per two CPUs)")
+    p.add_argument("--device", default="auto", help="cpu to ignore GPUs")
+    p.add_argument("--output", "-o", default="outputs/batch", help="folder of the run folders and summary.json")
+
+
+def cmd_batch(args: Any) -> list[Path]:
+    """Run the jobs file; a failed job makes the command exit 1 after the others ran (see summary.json)."""
+    import sys
+
+    jobs = load_jobs(args.jobs)
+
+    def show(status: dict[str, Any]) -> None:
+        if not args.quiet:
+            eta = f", ETA {status['eta']:.0f} s" if status["eta"] is not None else ""
+            print(f"[batch] done {status['done']}/{status['total']}, running {status['running']}, failed "
+                  f"{status['failed']}, skipped {status['skipped']}{eta}", file=sys.stderr)  # fmt: skip
+
+    summary = run_batch(jobs, args.output, args.ray_address, args.gpus_per_job, args.workers, args.device, show)
+    for report in summary["jobs"]:
+        if report["status"] == "failed":
+            print(f"error: job {report['name']}: {report.get('error')}", file=sys.stderr)
+    if summary["failed"]:
+        raise BatchFailed(
+            f"{summary['failed']} of {summary['total']} jobs failed: see {Path(args.output) / SUMMARY_FILE}"
+        )
+    return [Path(args.output) / SUMMARY_FILE]
+
+
+class BatchFailed(TuneAVideoError):
+    """Some jobs of a batch failed (the others ran; the summary says which and why)."""
+
+
+def _cpus(ray: Any) -> int:
+    return int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise MissingDependencyError("batch jobs", '"ray>=2.40" (or: pip install "tuneavideo[ray]")') from exc
+    return ray
+
+
+__all__ = ["Job", "JobRunner", "load_jobs", "run_batch"]
