@@ -65,6 +65,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # some writers (safetensors) create 0600 files: shareable like any file
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -318,8 +319,7 @@ class RunFolder:
             raise InputError(f"output {path} is a file, not a folder: choose another -o")
         if path.is_dir() and any(path.iterdir()) and not cls.is_run(path):
             raise InputError(f"output folder {path} is not empty and holds no tuned run: choose a new or empty folder")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        tmp = _staging(path)
         try:
             record = {**delta.record, "losses": list(delta.losses), "clip_fps": float(fps), "run_id": uuid.uuid4().hex}
             TunedDelta(delta.state_dict, record, delta.losses).save(tmp, dtype=None)
@@ -468,7 +468,7 @@ def _unzip(upload: Path, dest: Path, max_bytes: int) -> RunFolder:
         packed = sum(max(i.compress_size, 1) for i in chosen.values())
         if declared > max_bytes or declared > MAX_COMPRESSION_RATIO * packed + (1 << 20):
             raise InputError(f"{upload.name}: the archive unpacks to {declared / 1e6:.0f} MB: refused")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=_parent(dest)))
+        tmp = _staging(dest)
         try:
             budget = max_bytes
             for name, info in chosen.items():
@@ -493,7 +493,7 @@ def _copy_limited(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, limi
 
 
 def _copy_members(files: dict[str, Path], dest: Path) -> RunFolder:
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=_parent(dest)))
+    tmp = _staging(dest)
     try:
         for name, src in files.items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
@@ -501,6 +501,19 @@ def _copy_members(files: dict[str, Path], dest: Path) -> RunFolder:
         return _finish(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _staging(dest: Path) -> Path:
+    """A temporary sibling folder of ``dest`` with the permissions a plain ``mkdir`` would give (mkdtemp: 0700)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=_parent(dest)))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def _parent(dest: Path) -> Path:
