@@ -2,19 +2,45 @@
 
 Settings come from flags over environment variables (see ``tuneavideo/settings.py``). Without a GPU
 (or without network access) the app falls back to the embedded toy-world model, offline.
+
+Shutdown (Ctrl-C, SIGTERM from ``docker stop`` or Spaces) is graceful: the server stops, the engine
+releases every session (their outputs are deleted) and the temporary folders go; the run store under
+the cache dir stays, so a restart finds earlier tunes.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import signal
 import sys
+import tempfile
+from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
+def _own_temp_dir() -> Path | None:
+    """A fresh Gradio upload folder, removed at shutdown, unless the operator chose one (GRADIO_TEMP_DIR)."""
+    if os.environ.get("GRADIO_TEMP_DIR"):
+        return None
+    folder = Path(tempfile.mkdtemp(prefix="tuneavideo-gradio-"))
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)  # before Gradio is imported: it reads this once
+    return folder
+
+
+def _stop_on(signum: int, _frame: Any) -> None:
+    # Gradio's blocking launch() closes the server on KeyboardInterrupt, and main()'s finally runs after it:
+    # turning SIGTERM into that path gives docker stop the same clean exit as Ctrl-C.
+    logging.getLogger("tuneavideo").info("signal %s: shutting down", signum)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
+    temp_dir = _own_temp_dir()
     from tuneavideo.engine import Engine
     from tuneavideo.errors import TuneAVideoError
     from tuneavideo.settings import Settings
@@ -22,24 +48,30 @@ def main(argv: list[str] | None = None) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up probes
+    engine = None
     try:
-        settings = Settings.from_args(argv).resolve()
-        print(f"[tuneavideo] {settings.model_reason}", flush=True)
-        engine = Engine(settings)
-    except TuneAVideoError as exc:
-        sys.exit(f"[tuneavideo] cannot start: {exc}")
-    demo = build_demo(engine, settings)
-    demo.queue(default_concurrency_limit=1, max_size=settings.max_queue)
-    try:
-        demo.launch(
-            server_name=settings.host,
-            server_port=settings.port,
-            share=settings.share,
-            allowed_paths=[str(engine.output_root), settings.cache_dir],
-            show_error=True,
-        )
+        try:
+            settings = Settings.from_args(argv).resolve()
+            print(f"[tuneavideo] {settings.model_reason}", flush=True)
+            engine = Engine(settings)
+        except TuneAVideoError as exc:
+            sys.exit(f"[tuneavideo] cannot start: {exc}")
+        demo = build_demo(engine, settings)
+        # max_size bounds only model jobs (see tuneavideo.ui.HeavyBoundedQueue); cheap events always pass
+        demo.queue(default_concurrency_limit=1, max_size=settings.max_queue)
+        signal.signal(signal.SIGTERM, _stop_on)
+        signal.signal(signal.SIGINT, _stop_on)
+        try:
+            # build_demo's launch defaults: max_file_size = the upload limit, allowed_paths = outputs + examples
+            demo.launch(server_name=settings.host, server_port=settings.port, share=settings.share, show_error=True)
+        except KeyboardInterrupt:
+            demo.close()
     finally:
-        engine.close()
+        if engine is not None:
+            engine.close()
+        if temp_dir is not None:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+        print("[tuneavideo] stopped: sessions released, temporary files removed", flush=True)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,12 @@ variable                    flag                             meaning
 ``GRADIO_SERVER_NAME``      ``--host``                       bind address (default 127.0.0.1)
 ``GRADIO_SERVER_PORT``      ``--port``                       port (default 7860)
 ``CACHE_EXAMPLES``          ``--cache-examples``             ``1`` pre-computes the examples (off by default)
+``TUNEAVIDEO_DISK_BYTES``   ``--disk-bytes``                 one disk budget for stored runs, uploads and outputs
+                                                             (default 20GB; 0 = no limit), oldest first
+``TUNEAVIDEO_MAX_UPLOAD``   ``--max-upload``                 largest accepted upload (default 512MB)
+``TUNEAVIDEO_MODEL_DIRS``   ``--allow-model-dir`` (repeat)   folders (``:``-separated in the variable) whose
+                                                             models the app may load by name, besides
+                                                             ``tuneavideo/models/`` and hub ids
 ==========================  ===============================  =========================================
 """
 
@@ -43,6 +49,8 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 SPEEDS = ("auto", "plain", "fast", "low-vram")
 DEFAULT_CACHE_BYTES = 4 * 1024**3
+DEFAULT_DISK_BYTES = 20 * 1000**3  # runs + uploads + outputs of a public app; a run of SD-1.x is ~0.2-0.3 GB
+DEFAULT_MAX_UPLOAD = 512 * 1000**2  # an SD-1.x run archive is ~150-300 MB; clips are much smaller
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
           "kib": 1024, "mib": 1024**2, "gib": 1024**3, "t": 1000**4, "tb": 1000**4, "tib": 1024**4}  # fmt: skip
 
@@ -192,6 +200,9 @@ class Settings:
     cache_examples: bool = False
     speed: str = "auto"  # auto | plain | fast | low-vram (tuneavideo.speed); auto picks low-vram on small GPUs
     compile: bool = False  # regional torch.compile on CUDA (minutes of compiling, faster after)
+    disk_bytes: int = DEFAULT_DISK_BYTES  # 0 = no limit
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD
+    allow_model_dirs: tuple[str, ...] = ()  # besides tuneavideo/models/: folders the app may load models from
     model_kind: str = ""  # filled by resolve(); one of MODEL_KINDS
     model_reason: str = ""  # banner text: which model and why
 
@@ -202,6 +213,10 @@ class Settings:
             raise InputError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.cache_bytes < 0:
             raise InputError(f"cache_bytes must be >= 0, got {self.cache_bytes}")
+        object.__setattr__(self, "allow_model_dirs", tuple(str(d) for d in self.allow_model_dirs if str(d).strip()))
+        if self.disk_bytes < 0 or self.max_upload_bytes < 1:
+            raise InputError(f"disk_bytes must be >= 0 and max_upload_bytes >= 1, got {self.disk_bytes}, "
+                             f"{self.max_upload_bytes}")  # fmt: skip
         if self.max_queue < 1:
             raise InputError(f"max_queue must be >= 1, got {self.max_queue}")
         if not 0 <= self.port < 65536:
@@ -230,10 +245,13 @@ class Settings:
             "cache_examples": _truthy(env.get("CACHE_EXAMPLES")),
             "speed": env.get("TUNEAVIDEO_SPEED", "auto"),
             "compile": _truthy(env.get("TUNEAVIDEO_COMPILE")),
+            "disk_bytes": env.get("TUNEAVIDEO_DISK_BYTES", DEFAULT_DISK_BYTES),
+            "max_upload_bytes": env.get("TUNEAVIDEO_MAX_UPLOAD", DEFAULT_MAX_UPLOAD),
+            "allow_model_dirs": tuple(d for d in env.get("TUNEAVIDEO_MODEL_DIRS", "").split(os.pathsep) if d),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
-        if isinstance(values["cache_bytes"], str):
-            values["cache_bytes"] = parse_bytes(values["cache_bytes"])
+        for name in ("cache_bytes", "disk_bytes", "max_upload_bytes"):
+            values[name] = parse_bytes(values[name])  # type: ignore[arg-type]
         return cls(**values)  # type: ignore[arg-type]
 
     @staticmethod
@@ -254,6 +272,10 @@ class Settings:
             "--speed", choices=SPEEDS, help="auto (fast on GPU; low-vram under 20 GiB), plain, fast, low-vram"
         )
         parser.add_argument("--compile", action="store_true", default=None, help="regional torch.compile (CUDA)")
+        parser.add_argument("--disk-bytes", help="disk budget of stored runs + uploads + outputs, e.g. 20GB (0: none)")
+        parser.add_argument("--max-upload", dest="max_upload_bytes", help="largest accepted upload, e.g. 512MB")
+        parser.add_argument("--allow-model-dir", dest="allow_model_dirs", action="append",
+                            help="a folder whose models the app may load by name (repeat; besides tuneavideo/models)")  # fmt: skip
         return parser
 
     @classmethod

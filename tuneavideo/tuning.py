@@ -7,6 +7,7 @@ noise-prediction loss on the one source clip: one timestep per video, i.i.d. noi
 
 from __future__ import annotations
 
+import math
 import platform
 import time
 from collections.abc import Iterator
@@ -153,6 +154,7 @@ def tune(
                 with plan.attention_context():  # backward and checkpoint recomputes pick the same kernels
                     loss = step_fn(denoising_loss, unet, noise_scheduler, latents, embeds, noise, t)
                 losses.append(loss)
+                _check_finite_loss(loss, step + 1, config.learning_rate)
                 reporter.step(step + 1, loss=loss, timestep=int(t[0]))
         finally:
             reporter.close()
@@ -182,6 +184,15 @@ def tune(
     }
     state = {k: v.detach().clone() for k, v in trainable.items()}
     return TunedDelta(state, record, tuple(losses))
+
+
+def _check_finite_loss(loss: float, step: int, learning_rate: float) -> None:
+    """Stop at the first non-finite loss: every later step would only spread NaNs through the weights."""
+    if not math.isfinite(loss):
+        raise InputError(
+            f"tuning diverged: the loss became {loss} at step {step} with learning rate {learning_rate:g}; "
+            "lower the learning rate (the paper uses 3e-5) and tune again."
+        )
 
 
 def _randn(shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype = torch.float32) -> torch.Tensor:

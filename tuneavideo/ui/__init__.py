@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from gradio import route_utils
+from gradio.queueing import Queue
 
 from .examples import Example, load_examples
 from .tab_control import HELP as CONTROL_HELP
@@ -26,7 +28,7 @@ from .widgets import HEAVY, engine_errors, session_id
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["banner_text", "build_demo", "example_dir", "help_text"]
+__all__ = ["HeavyBoundedQueue", "banner_text", "build_demo", "example_dir", "help_text", "served_paths"]
 
 EXAMPLES_SESSION = "examples"  # cached examples' artifacts are held by this never-released session
 
@@ -180,4 +182,51 @@ def build_demo(engine, settings=None) -> gr.Blocks:
 
         demo.unload(release)
     demo.heavy_concurrency_id = HEAVY  # for tests and app.py
+    engine.upload_dir = Path(gr.utils.get_upload_folder()).resolve()  # counted in the disk budget
+    _harden(demo, engine, settings)
     return demo
+
+
+class HeavyBoundedQueue(Queue):
+    """Gradio's queue, but ``max_size`` bounds only the jobs waiting for the model.
+
+    Gradio counts every queued event against ``max_size``, so cheap ones (``/stats``, ``/estimate``, fired
+    while a slider moves) were refused with "Queue is full" under load. Here they always pass; a model job
+    over the limit is refused with the number of jobs ahead of it.
+    """
+
+    heavy_limit: int | None = None
+
+    async def push(self, body: Any, request: Any, username: str | None) -> tuple:
+        fn = route_utils.get_fn(self.blocks, None, body) if body.fn_index is not None else None
+        if fn is not None and fn.concurrency_id == HEAVY and self.heavy_limit is not None:
+            waiting = self.event_queue_per_concurrency_id.get(HEAVY)
+            n = len(waiting.queue) if waiting is not None else 0
+            if n >= self.heavy_limit:
+                return (False, f"The server is busy: {n} jobs are already waiting for the model (at most "
+                        f"{self.heavy_limit}). Please try again in a few minutes.", "queue_full")  # fmt: skip
+        return await super().push(body, request, username)
+
+
+def _harden(demo: gr.Blocks, engine, settings) -> None:
+    """Make ``demo.queue`` bound only heavy jobs, and ``demo.launch`` default to the upload limit and to
+    serving files from the output and example folders only (callers' explicit values win)."""
+    queue, launch = demo.queue, demo.launch
+
+    def bounded_queue(*args: Any, max_size: int | None = None, **kwargs: Any) -> gr.Blocks:
+        out = queue(*args, max_size=None, **kwargs)
+        demo._queue.__class__ = HeavyBoundedQueue
+        demo._queue.heavy_limit = max_size
+        return out
+
+    def safe_launch(*args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("max_file_size", settings.max_upload_bytes)
+        kwargs.setdefault("allowed_paths", served_paths(engine, settings))
+        return launch(*args, **kwargs)
+
+    demo.queue, demo.launch = bounded_queue, safe_launch
+
+
+def served_paths(engine, settings=None) -> list[str]:
+    """The only folders the app serves files from, besides Gradio's own cache: outputs and the examples."""
+    return [str(engine.output_root), str(example_dir(engine, settings))]

@@ -17,9 +17,10 @@ from ..control import (
     toy_world_control_defaults,
     with_default_depth_backend,
 )
-from ..errors import Cancelled, InputError
+from ..errors import Cancelled, InputError, ModelLoadError
 from ..hints import HINT_KINDS, HintConfig
 from ..profiles import MODELS_DIR, TOY_WORLD_CONTROL_FOLDERS
+from ..validation import model_not_allowed
 from .tab_edit import resolve_model
 from .widgets import (
     HEAVY,
@@ -27,6 +28,7 @@ from .widgets import (
     ProgressAdapter,
     cancelled_text,
     engine_errors,
+    network_model,
     resolve_seed,
     session_id,
     split_prompts,
@@ -228,6 +230,7 @@ def build_control_tab(engine, handle: gr.State) -> ControlTab:
                 # no model, or one of the toy world's own models left over from another hint (an API call that
                 # names only the hint): the toy world's model for this hint, whichever type it is
                 control_type, chosen = default_control_for(base, str(hint), None if chosen else str(control_type))
+            chosen = network_model(engine, chosen)
             spec = ControlSpec(str(control_type), chosen, str(hint), scale=float(scale),
                                start=float(start), end=float(end))  # fmt: skip
             sample = dataclasses.replace(
@@ -250,6 +253,10 @@ def build_control_tab(engine, handle: gr.State) -> ControlTab:
                 )
             except Cancelled as exc:
                 return gr.skip(), gr.skip(), gr.skip(), cancelled_text(exc, "Generation stopped.")
+            except ModelLoadError as exc:
+                if spec.label in str(exc):  # the control model: one message whatever failed on the server
+                    raise model_not_allowed(chosen) from exc
+                raise
         return result.hint_path, result.video_path, result.side_by_side_path, result.status
 
     event = button.click(

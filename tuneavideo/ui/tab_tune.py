@@ -173,6 +173,7 @@ def build_tune_tab(engine, handle: gr.State) -> TuneTab:
 
         frame = pd.DataFrame({"step": list(range(1, len(result.losses) + 1)), "loss": list(result.losses)})
         status = f"{result.status}\n\nModel: {result.label} (seed {config.seed}). Now go to **Edit**."
+        status += "".join(f"\n\nWarning: {w}." for w in result.record.get("warnings", ()))
         return result.preview_path, result.download_path, frame, status, {**(handle or {}), **result.handle}
 
     tune_event = tune_button.click(

@@ -6,6 +6,7 @@ import logging
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -91,6 +92,20 @@ def engine_errors(action: str) -> Iterator[None]:
             ) from exc
         logger.exception("unexpected error while %s", action)
         raise gr.Error(f"Unexpected error while {action}: {type(exc).__name__}: {exc}", title="Error") from exc
+
+
+def network_model(engine, name: str | None) -> str:
+    """A control model named by an API caller: a hub id, or a folder under the engine's allow-list.
+
+    Anything else, and a hub-id-shaped name that is also a path relative to the server's working folder,
+    gets :func:`~tuneavideo.validation.model_not_allowed`'s one message (existence must not show).
+    """
+    from ..validation import check_model_name, is_network_hub_id, model_not_allowed
+
+    checked = check_model_name(name, engine.allowed_model_dirs())
+    if is_network_hub_id(checked) and Path(checked).exists():
+        raise model_not_allowed(checked)
+    return checked
 
 
 def cancelled_text(exc: Cancelled, what: str) -> str:
