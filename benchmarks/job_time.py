@@ -77,6 +77,13 @@ def stub_video_io(frames: np.ndarray) -> str:
     return "stubbed (no PyAV): clip from memory, outputs as .npy"
 
 
+def stub_from_env() -> None:
+    """Ray's worker set-up hook: the same stub in every worker (``BENCH_FRAMES``/``BENCH_SIZE`` give the clip)."""
+    import os
+
+    stub_video_io(make_frames(int(os.environ["BENCH_FRAMES"]), int(os.environ["BENCH_SIZE"])))
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from speed import build_pipeline
 

@@ -157,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
 
     sub.add_parser("presets", help="list presets")
+    from .batch import add_parser as add_batch_parser  # light: ray is imported only when a batch runs
+
+    add_batch_parser(sub)
     return parser
 
 
@@ -636,6 +639,12 @@ def cmd_export(args: argparse.Namespace) -> list[Path]:
     return [export_official_pipeline(pipe, args.output, safe_serialization=args.safetensors)]
 
 
+def cmd_batch(args: argparse.Namespace) -> list[Path]:
+    from .batch import cmd_batch as run_jobs  # imports ray only now
+
+    return run_jobs(args)
+
+
 def cmd_presets(args: argparse.Namespace) -> list[Path]:
     from .config import load_preset
 
@@ -655,6 +664,7 @@ COMMANDS = {
     "invert": cmd_invert,
     "export": cmd_export,
     "presets": cmd_presets,
+    "batch": cmd_batch,
 }
 
 

@@ -107,6 +107,28 @@ class EditResult:
     def video_path(self) -> str:
         return self.video_paths[0]
 
+    @classmethod
+    def of(
+        cls, session_id: str, tune_key: str, prompts: Any, out: Any, frames: np.ndarray, seed: int | None,
+        timings: dict[str, float], notes: list[str], **flags: Any,
+    ) -> EditResult:  # fmt: skip
+        """The result of a job that wrote ``out`` (:class:`tuneavideo.workflow.Outputs`)."""
+        return cls(
+            session_id=session_id,
+            tune_key=tune_key,
+            prompts=tuple(prompts),
+            video_paths=tuple(str(p) for p in out.videos),
+            gif_path=str(out.gif),
+            side_by_side_path=str(out.side_by_side) if out.side_by_side else None,
+            hint_path=str(out.hint_video) if out.hint_video else None,
+            has_audio=out.has_audio,
+            seed=seed,
+            timings=timings,
+            notes=tuple(notes),
+            frames=frames,
+            **flags,
+        )
+
     @property
     def status(self) -> str:
         parts = [f"tuning: {'cached' if self.tuning_cached else 'done'}"]

@@ -1,0 +1,105 @@
+"""Batch throughput on 1 and on N GPUs: the same jobs through ``tuneavideo.batch`` (Ray), timed.
+
+Writes an SD-1.5-sized pipeline folder with random weights (no download; the compute is the real model's),
+makes ``--jobs`` clips, and runs them as a batch on 1 GPU and then on all GPUs Ray sees (one worker per GPU,
+each keeping the base loaded). Prints JSON with jobs per hour and the speed-up; ``--out`` writes it.
+
+    python benchmarks/batch_scale.py --jobs 4 --frames 8 --size 512 --tune-steps 100 --out benchmarks/batch_h200x2.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def write_random_sd(folder: Path) -> Path:
+    """An SD-1.5-sized pipeline folder with random weights (fp16 files)."""
+    from speed import build_pipeline
+
+    pipe = build_pipeline(torch.device("cpu"), torch.float32)
+    pipe.to(torch.float16).save_pretrained(folder)
+    return folder
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import ray
+    from job_time import make_frames, stub_video_io
+
+    from tuneavideo.batch import Job, run_batch
+    from tuneavideo.config import InvertConfig, SampleConfig, TuneConfig, VideoSpec
+
+    frames = make_frames(args.frames, args.size)
+    video_io = stub_video_io(frames)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = str(write_random_sd(Path(tmp) / "sd15-random"))
+        clips = []
+        for i in range(args.jobs):
+            clip = Path(tmp) / f"clip{i}.mp4"
+            clip.write_bytes(f"clip {i}".encode())  # distinct content keys; frames come from memory when stubbed
+            if video_io == "pyav":
+                from tuneavideo.video import write_mp4
+
+                write_mp4(np.roll(frames, i, axis=2), clip, fps=8)
+            clips.append(clip)
+        spec = VideoSpec(num_frames=args.frames, width=args.size, height=args.size)
+        jobs = [Job(f"job{i}", str(c), "a textured pattern moving right", ("a red pattern moving right",), model,
+                    spec, TuneConfig(max_train_steps=args.tune_steps), InvertConfig(args.steps),
+                    SampleConfig(args.steps, 12.5, seed=i)) for i, c in enumerate(clips)]  # fmt: skip
+        gpus = torch.cuda.device_count()
+        results = {}
+        for n in sorted({1, gpus}):
+            os.environ.update(BENCH_FRAMES=str(args.frames), BENCH_SIZE=str(args.size))
+            here = str(Path(__file__).resolve().parent)
+            env = {"env_vars": {"PYTHONPATH": f"{here}:{Path(here).parent}:{os.environ.get('PYTHONPATH', '')}"}}
+            if video_io != "pyav":  # the workers need the same stub as this process
+                env["worker_process_setup_hook"] = "job_time.stub_from_env"
+            ray.init(num_gpus=n, include_dashboard=False, log_to_driver=True, runtime_env=env)
+            started = time.perf_counter()
+            summary = run_batch(jobs, Path(tmp) / f"out{n}", gpus_per_job=1.0)
+            seconds = time.perf_counter() - started
+            ray.shutdown()
+            results[n] = {"seconds": round(seconds, 1), "done": summary["done"], "failed": summary["failed"],
+                          "jobs_per_gpu_hour": round(args.jobs / seconds * 3600 / n, 1),
+                          "job_seconds": [j["seconds"] for j in summary["jobs"]],
+                          "errors": [j.get("error") for j in summary["jobs"] if j.get("error")]}  # fmt: skip
+    speedup = results[1]["seconds"] / results[gpus]["seconds"] if gpus > 1 else 1.0
+    return {
+        "gpu": torch.cuda.get_device_name(0), "gpus": gpus, "date": datetime.date.today().isoformat(),
+        "torch": torch.__version__, "video_io": video_io, "jobs": args.jobs, "frames": args.frames,
+        "size": args.size, "tune_steps": args.tune_steps, "ddim_steps": args.steps, "runs": results,
+        "throughput_speedup": round(speedup, 2),
+    }  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--jobs", type=int, default=4)
+    ap.add_argument("--frames", type=int, default=8)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--tune-steps", type=int, default=100)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    result = run(args)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
