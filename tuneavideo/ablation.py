@@ -24,9 +24,8 @@ from contextlib import contextmanager
 
 import torch
 from diffusers.models.attention import BasicTransformerBlock
-from diffusers.models.attention_processor import Attention
 
-from .attention import SparseCausalAttnProcessor, TemporalAttentionHook, _output, _split_heads, attention_core
+from .attention import SparseCausalAttnProcessor, TemporalAttentionHook
 
 ATTENTION_MODES = ("sparse-causal", "full-frame", "frame")
 
@@ -34,39 +33,12 @@ ATTENTION_MODES = ("sparse-causal", "full-frame", "frame")
 class _SelfAttnProcessor(SparseCausalAttnProcessor):
     """Self-attention whose keys/values for frame ``i`` come from :meth:`gather` (subclasses choose).
 
-    Subclasses :class:`SparseCausalAttnProcessor` only so that ``TuneAVideoUNet.set_attn_processor``
-    accepts it on ``attn1``; the computation is its own.
+    Subclasses :class:`SparseCausalAttnProcessor` (so ``TuneAVideoUNet.set_attn_processor`` accepts it on
+    ``attn1``) and replaces only its ``gather``: the rest of the computation is the same.
     """
 
     def gather(self, x: torch.Tensor, b: int, f: int, n: int) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
-
-    def __call__(
-        self,
-        attn: Attention,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        temb: torch.Tensor | None = None,
-        **kwargs: object,
-    ) -> torch.Tensor:
-        if encoder_hidden_states is not None or attention_mask is not None:
-            raise ValueError(f"{type(self).__name__} is self-attention only (no context, no mask)")
-        f = self.context.num_frames
-        residual = hidden_states
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        bf, n, _ = hidden_states.shape
-        b = bf // f
-        query = attn.to_q(hidden_states)
-        key = self.gather(attn.to_k(hidden_states), b, f, n)
-        value = self.gather(attn.to_v(hidden_states), b, f, n)
-        q, k, v = (_split_heads(t, attn.heads) for t in (query, key, value))
-        if attn.norm_q is not None:
-            q = attn.norm_q(q)
-        if attn.norm_k is not None:
-            k = attn.norm_k(k)
-        return _output(attn, attention_core(q, k, v, self.backend), residual, query.dtype)
 
 
 class FullFrameAttnProcessor(_SelfAttnProcessor):

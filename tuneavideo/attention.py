@@ -79,6 +79,16 @@ class SparseCausalAttnProcessor:
         self.context = context
         self.backend = backend
 
+    def gather(self, x: torch.Tensor, b: int, f: int, n: int) -> torch.Tensor:
+        """Keys or values ``(b f, n, c)`` -> what each frame attends to: ``(b f, 2n, c)``, frame 0 then frame i-1.
+
+        The ablations (:mod:`tuneavideo.ablation`) override this method only.
+        """
+        prev = former_frame_index(f, x.device)
+        first = torch.zeros_like(prev)
+        x = x.view(b, f, n, -1)  # (b, f, n, c)
+        return torch.cat([x[:, first], x[:, prev]], dim=2).view(b * f, 2 * n, -1)  # (b f, 2n, c)
+
     def __call__(
         self,
         attn: Attention,
@@ -98,18 +108,8 @@ class SparseCausalAttnProcessor:
         bf, n, _ = hidden_states.shape  # (b f) n c
         b = bf // f
         query = attn.to_q(hidden_states)
-        key = attn.to_k(hidden_states)
-        value = attn.to_v(hidden_states)
-
-        prev = former_frame_index(f, hidden_states.device)
-        first = torch.zeros_like(prev)
-
-        def gather(x: torch.Tensor) -> torch.Tensor:
-            x = x.view(b, f, n, -1)  # (b, f, n, c)
-            # (b, f, 2n, c): tokens of frame 0, then tokens of frame i-1
-            return torch.cat([x[:, first], x[:, prev]], dim=2).view(bf, 2 * n, -1)
-
-        key, value = gather(key), gather(value)
+        key = self.gather(attn.to_k(hidden_states), b, f, n)
+        value = self.gather(attn.to_v(hidden_states), b, f, n)
         q, k, v = (_split_heads(t, attn.heads) for t in (query, key, value))
         if attn.norm_q is not None:
             q = attn.norm_q(q)
