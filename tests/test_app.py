@@ -10,6 +10,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -168,3 +169,73 @@ def test_cached_examples_build_lazily(app, tmp_path: Path, monkeypatch):
     engine = app[0]
     demo = build_demo(engine, dataclasses.replace(engine.settings, cache_examples=True))
     assert demo is not None and engine.models("examples") == []
+
+
+def test_api_shows_model_choices_named_outputs_and_json_results(app, client, tiny_clip, tmp_path: Path):
+    """The README's script: tune -> two-prompt edit -> structured result -> models -> download, end to end."""
+    from gradio_client import Client, handle_file
+
+    info = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/models", "/result", "/use_model", "/download_model"} <= set(info)
+    model_param = next(p for p in info["/edit"]["parameters"] if p["parameter_name"] == "model")
+    assert model_param["type"]["type"] == "string" and "/models" in model_param["type"]["description"]
+    assert "Literal[]" not in str(client.view_api(print_info=False, return_format="str"))
+    assert [r["label"] for r in info["/edit"]["returns"]][-1] == "Edit status"
+    assert [r["label"] for r in info["/tune"]["returns"]][-1] == "Tune status"
+
+    _, download, _, _ = client.predict(video=handle_file(tiny_clip), prompt="a red square moves right",
+                                       **TUNE_ARGS, api_name="/tune")  # fmt: skip
+    tuned = client.predict(api_name="/result")
+    assert tuned["kind"] == "tune" and len(tuned["tune_key"]) >= 16 and "tune" in tuned["timings"]
+    client.predict(prompts="a blue square moves right\na green square moves right", steps=2, invert_steps=2,
+                   api_name="/edit")  # fmt: skip
+    edited = client.predict(api_name="/result")
+    assert edited["tune_key"] == tuned["tune_key"] and len(edited["videos"]) == 2
+    assert all(Path(p).is_file() for p in edited["videos"]) and edited["videos"][0] != edited["videos"][1]
+    assert [s["prompt"] for s in edited["scores"]] == edited["prompts"] and "sample" in edited["timings"]
+    models = client.predict(api_name="/models")
+    assert [m["tune_key"] for m in models] == [tuned["tune_key"]] and models[0]["source"] == "tuned"
+    zipped = client.predict(key=tuned["tune_key"], api_name="/download_model")
+    assert Path(zipped).suffix == ".zip" and Path(zipped).stat().st_size > 1000
+
+    # another session (a reload, a restart) picks the stored model by its key; an upload keeps the tune's key
+    other = Client(app[1], verbose=False, download_files=str(tmp_path / "other"))
+    assert "Using" in other.predict(key=tuned["tune_key"], api_name="/use_model")[0]
+    assert [m["tune_key"] for m in other.predict(api_name="/models")] == [tuned["tune_key"]]
+    third = Client(app[1], verbose=False, download_files=str(tmp_path / "third"))
+    third.predict(upload=handle_file(download), api_name="/load_tuned")
+    (uploaded,) = third.predict(api_name="/models")
+    assert uploaded["source"] == "uploaded" and uploaded["made_by"] == tuned["tune_key"]
+    assert uploaded["tune_key"] != tuned["tune_key"]  # stored under its own content key, never the tune's
+    assert tuned["tune_key"][:6] in uploaded["label"]
+
+
+def test_error_note_and_stored_models(app, client):
+    """A failed request raises for scripts; a restarted engine lists the stored models of its base."""
+    from gradio_client.exceptions import AppError
+
+    from tuneavideo.engine import Engine
+
+    engine = app[0]
+    with pytest.raises(AppError, match="not in this server's store"):
+        client.predict(key="0" * 16, api_name="/use_model")
+    stored = engine.stored_models()
+    assert stored and all(m.tune_key for m in stored)
+    restarted = Engine(engine.settings)
+    try:
+        assert {m.tune_key for m in restarted.stored_models()} == {m.tune_key for m in stored}
+    finally:
+        restarted.close()
+
+
+def test_toy_world_scores_read_colour_and_shape():
+    from tuneavideo.results import toy_world_scores, toy_world_target
+    from tuneavideo.toyworld.render import ObjectSpec, SceneSpec, render_image
+
+    assert toy_world_target("a yellow circle moving right on a blue striped background") == {
+        "color": "yellow", "shape": "circle", "background": "blue striped"}  # fmt: skip
+    frame, _ = render_image(SceneSpec((ObjectSpec("circle", "yellow", 0.5, 0.5, 0.4),), background="blue"), 128)
+    frames = np.stack([frame, frame])
+    hit = toy_world_scores(frames, "a yellow circle on a blue background")
+    assert hit["hit_rate"] == 1.0 and hit["frames"][0]["color"] == "yellow"
+    assert toy_world_scores(frames, "a red square on a blue background")["hit_rate"] == 0.0

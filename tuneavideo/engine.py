@@ -38,7 +38,7 @@ from .artifacts import MODELS_HOLDER, Artifacts, TunedArtifact, inversion_key
 from .config import InvertConfig, SampleConfig, TuneConfig, VideoSpec, config_hash
 from .control import ControlSpec
 from .costs import CostModel, footprint
-from .errors import InputError
+from .errors import InputError, TuneAVideoError
 from .hints import HintConfig
 from .profiles import BaseProfile, resolve_profile
 from .progress import ProgressCallback
@@ -133,6 +133,61 @@ class Engine:
     def model_choices(self, session_id: str) -> list[tuple[str, str]]:
         """``(label, tune_key)`` pairs for a dropdown, newest first."""
         return [(m.label, m.tune_key) for m in reversed(self.models(session_id))]
+
+    def stored_models(self, keys: Sequence[str] | None = None) -> list[TunedModel]:
+        """Models in the run store that fit the loaded base, newest first (only ``keys`` when given).
+
+        Survives restarts: the store is on disk under the cache dir. Damaged runs are skipped.
+        """
+        wanted = None if keys is None else {str(k) for k in keys}
+        found = []
+        for key in self.store.keys():
+            if wanted is not None and key not in wanted:
+                continue
+            model = self._stored_model(key)
+            if model is not None:
+                found.append(model)
+        return found
+
+    def _stored_model(self, key: str) -> TunedModel | None:
+        """A :class:`TunedModel` of the stored run ``key`` (None: missing, damaged or made on another base)."""
+        try:
+            run = self.store.get(key)
+            record = run.record if run is not None else None
+        except (InputError, TuneAVideoError):
+            return None
+        if record is None or record.get("base_fingerprint", self.fingerprint) != self.fingerprint:
+            return None
+        spec = _spec_of(record.get("video_spec"))
+        tcfg = _tune_config_of(record.get("tune_config"))
+        prompt = str(record.get("prompt") or "uploaded tuned model")
+        origin = str(record.get("tune_key") or key)
+        source = "tuned" if origin == key else "uploaded"
+        label = model_label(prompt, spec, tcfg, origin) + (" · uploaded" if source == "uploaded" else "")
+        return TunedModel(key, label, prompt, str(run.path), spec, tcfg, None, source, origin)
+
+    def adopt(self, session_id: str, tune_key: str) -> TunedModel:
+        """Add a stored model (an earlier tune, maybe of an earlier start of the app) to a session."""
+        if not isinstance(tune_key, str) or not tune_key.strip():
+            raise InputError("No model chosen: pick one of your models first.")
+        model = self._stored_model(tune_key.strip())
+        if model is None:
+            raise InputError(
+                f"Model {tune_key.strip()[:8]!r} is not in this server's store (deleted to keep within the disk "
+                "budget, or made on another base model): tune again or upload its saved weights."
+            )
+        s = self._sessions.get(session_id)
+        s.models.setdefault(model.tune_key, model)
+        return s.models[model.tune_key]
+
+    def pack_model(self, session_id: str, tune_key: str) -> Path:
+        """A zip of one of the session's models (weights, record, source frames, inversions) to download."""
+        s = self._sessions.get(session_id)
+        model = s.model(tune_key)
+        run = self.store.get(model.tune_key)
+        if run is None:
+            raise InputError("The tuned weights of this model are gone from the store: tune again.")
+        return run.pack(self._sessions.job_dir(s, "download") / f"tuned-{model.origin_key[:8]}.zip")
 
     def cancel(self, session_id: str) -> bool:
         """Ask this session's running job to stop at the end of its current step; True if one was running."""
@@ -260,11 +315,12 @@ class Engine:
             if spec is None and isinstance(record.get("video_spec"), dict):
                 spec = VideoSpec(**record["video_spec"])
             prompt = str(record.get("prompt") or "uploaded tuned model")
-            label = model_label(prompt, spec, None, key) + " · uploaded"
+            origin = str(record.get("tune_key") or key)  # shown: the tune that made them (stored under ``key``)
+            label = model_label(prompt, spec, None, origin) + " · uploaded"
             given = str(video_path) if video_path is not None and str(video_path).strip() else None
             video_key = self.video_key(given, spec or self.profile.video) if given else None
             model = TunedModel(
-                key, label, prompt, str(art.run.path), spec or self.profile.video, None, given, "uploaded"
+                key, label, prompt, str(art.run.path), spec or self.profile.video, None, given, "uploaded", origin
             )
             s.models[key] = model
         self.enforce_disk()
@@ -499,6 +555,38 @@ class Engine:
             raise InputError("This uploaded model has no source video: upload a driving video for the hints.")
         return source, source, "source:" + model.tune_key
 
+    # ------------------------------------------------------------------ scores
+    def scores(self, result: EditResult) -> list[dict[str, Any]]:
+        """Per prompt of an edit-like result: the toy-world classifier's reading per frame (toy-world base) and
+        CLIP frame consistency / text alignment (when ``TUNEAVIDEO_CLIP_MODEL`` names a CLIP model)."""
+        from .results import toy_world_scores
+
+        if result.frames is None:
+            return []
+        clip = self._clip_scorer()
+        out = []
+        for prompt, frames in zip(result.prompts, result.frames):
+            row: dict[str, Any] = {"prompt": prompt}
+            if self.profile.kind == "toy-world":
+                row["toy_world"] = toy_world_scores(frames, prompt)
+            if clip is not None:
+                with self._model_lock:
+                    row["clip"] = {k: round(float(x), 4) for k, x in clip.score(frames, prompt).items()}
+            out.append(row)
+        return out
+
+    def _clip_scorer(self) -> Any:
+        """The CLIP scorer of ``TUNEAVIDEO_CLIP_MODEL`` (loaded once), or None when none is configured."""
+        name = os.environ.get("TUNEAVIDEO_CLIP_MODEL", "").strip()
+        if not name:
+            return None
+        scorer = getattr(self, "_clip", None)
+        if scorer is None or scorer.model_id != name:
+            from .metrics import ClipScorer
+
+            scorer = self._clip = ClipScorer(name, device=self.device)
+        return scorer
+
     # ------------------------------------------------------------------ validation
     def check_job(
         self,
@@ -635,6 +723,24 @@ class Engine:
             *footprint(self.pipe, tcfg.trainable_modules),
         )  # fmt: skip
         return {**out, "model_kind": self.profile.kind}
+
+
+def _spec_of(data: Any) -> VideoSpec | None:
+    """The VideoSpec of a run record (None when absent or unreadable)."""
+    try:
+        return VideoSpec(**data) if isinstance(data, dict) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _tune_config_of(data: Any) -> TuneConfig | None:
+    """The TuneConfig of a run record (None when absent or unreadable)."""
+    try:
+        if not isinstance(data, dict):
+            return None
+        return TuneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+    except (TypeError, ValueError):
+        return None
 
 
 def _tree_bytes(path: Path) -> int:

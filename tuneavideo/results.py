@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .config import TuneConfig, VideoSpec
+from .config import TuneConfig, VideoSpec, config_to_dict
 
 
 def model_label(prompt: str, spec: VideoSpec | None, config: TuneConfig | None, key: str) -> str:
@@ -34,10 +35,28 @@ class TunedModel:
     tune_config: TuneConfig | None = None
     video_path: str | None = None  # uploads without frames: a source clip given beside them
     source: str = "tuned"  # "tuned" | "uploaded"
+    made_by: str | None = None  # uploads: the key of the tune that made the weights (shown; stored under tune_key)
+
+    @property
+    def origin_key(self) -> str:
+        """The key shown to users: the tune that made the weights (an upload keeps its tune's key)."""
+        return self.made_by or self.tune_key
 
     @property
     def handle(self) -> dict[str, str | None]:
         return {"tune_key": self.tune_key, "label": self.label}
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able description (the app's ``/models``)."""
+        return {
+            "tune_key": self.tune_key,
+            "made_by": self.origin_key,
+            "label": self.label,
+            "prompt": self.prompt,
+            "source": self.source,
+            "video_spec": dataclasses.asdict(self.video_spec) if self.video_spec else None,
+            "tune_config": config_to_dict(self.tune_config) if self.tune_config else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -142,3 +161,45 @@ class EditResult:
             parts.append(f"seed {self.seed}")
         parts.append(f"{sum(self.timings.values()):.1f} s")
         return " · ".join(parts) + "".join(f"\n\n{n}" for n in self.notes)
+
+
+# ------------------------------------------------------------------------------------------ scores
+def toy_world_target(prompt: str) -> dict[str, str | None]:
+    """What a toy-world prompt asks for: the object's ``color`` and ``shape`` and the ``background`` name.
+
+    Read from words: a colour right before a shape word ("a yellow circle"), and "on a <colour> [<texture>]
+    background". Missing parts are None (not checked).
+    """
+    import re
+
+    from .toyworld.render import ALL_SHAPES, COLOR_NAMES, TEXTURES
+
+    words = re.findall(r"[a-z]+", prompt.lower())
+    color = shape = background = None
+    for i, word in enumerate(words):
+        if word.rstrip("s") in ALL_SHAPES and shape is None:
+            shape = word.rstrip("s")
+            color = words[i - 1] if i > 0 and words[i - 1] in COLOR_NAMES else None
+    bg = re.search(rf"on an? ({'|'.join(COLOR_NAMES)})(?: ({'|'.join(TEXTURES)}))? background", prompt.lower())
+    if bg:
+        background = bg.group(1) if bg.group(2) in (None, "plain") else f"{bg.group(1)} {bg.group(2)}"
+    return {"color": color, "shape": shape, "background": background}
+
+
+def toy_world_scores(frames: np.ndarray, prompt: str) -> dict[str, Any]:
+    """The toy-world classifier's reading of every frame ``(f, h, w, 3)`` and whether it matches ``prompt``.
+
+    Returns ``{"target", "frames": [{"color", "shape", "background", "hit"}...], "hit_rate"}``; a frame is a
+    hit when every part the prompt names (colour, shape, background) is read back.
+    """
+    from .toyworld.classify import classify_image
+
+    target = toy_world_target(prompt)
+    rows = []
+    for frame in np.asarray(frames, dtype=np.uint8):
+        got = classify_image(np.ascontiguousarray(frame))
+        reading = {"color": got.color, "shape": got.shape, "background": got.background_name}
+        hit = all(want is None or reading[k] == want for k, want in target.items())
+        rows.append({**reading, "hit": bool(hit)})
+    rate = sum(r["hit"] for r in rows) / len(rows) if rows else 0.0
+    return {"target": target, "frames": rows, "hit_rate": round(rate, 3)}

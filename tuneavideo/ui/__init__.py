@@ -18,17 +18,18 @@ from gradio import route_utils
 from gradio.queueing import Queue
 
 from .examples import Example, load_examples
+from .models_tab import browser_secret, build_models_tab
 from .tab_control import HELP as CONTROL_HELP
 from .tab_control import build_control_tab
 from .tab_edit import HELP as EDIT_HELP
 from .tab_edit import build_edit_tab
 from .tab_tune import HELP as TUNE_HELP
 from .tab_tune import build_tune_tab, estimate_text
-from .widgets import HEAVY, engine_errors, session_id
+from .widgets import HEAVY, engine_errors, forget_errors, session_id
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HeavyBoundedQueue", "banner_text", "build_demo", "example_dir", "help_text", "served_paths"]
+__all__ = ["HeavyBoundedQueue", "banner_text", "base_card", "build_demo", "example_dir", "help_text", "served_paths"]
 
 EXAMPLES_SESSION = "examples"  # cached examples' artifacts are held by this never-released session
 
@@ -40,6 +41,16 @@ def banner_text(engine) -> str:
         f"**Model:** `{info['model']}` ({info['kind']}, {info['unet_parameters'] / 1e6:.1f} M UNet parameters, "
         f"native {info['native_size']} px) on **{info['device']}** ({info['dtype']}). {info['reason']}"
     )
+
+
+def base_card(engine) -> str:
+    """Plain words about the loaded base: what it can draw, its native size, example prompts that work."""
+    prof, info = engine.profile, engine.describe()
+    lines = [f"**What this base can draw.** {prof.about}", f"**Native size:** {info['native_size']} px."]
+    prompts = [prof.source_prompt, *prof.example_prompts]
+    if prof.example_prompts:
+        lines.append("**Prompts that work:** " + "; ".join(f"“{p}”" for p in prompts) + ".")
+    return "  \n".join(lines)
 
 
 def help_text(engine) -> str:
@@ -63,8 +74,9 @@ def help_text(engine) -> str:
             table("Tune", TUNE_HELP),
             table("Edit", EDIT_HELP),
             table("Control", CONTROL_HELP),
-            "Outputs of a session are deleted when its browser tab closes; tuned weights are cached by content, "
-            "so the same clip + prompt + settings is tuned only once, whoever asks.",
+            "Outputs of a session are deleted when its browser tab closes; tuned models stay in the server's run "
+            "store (within its disk budget), so the same clip + prompt + settings is tuned only once, and the "
+            "**My models** tab lists the models you made in this browser, also after a reload or a restart.",
         ]
     )
 
@@ -104,15 +116,22 @@ def build_demo(engine, settings=None) -> gr.Blocks:
     # would otherwise fill its disk); the engine deletes a session's own outputs when its tab closes.
     with gr.Blocks(title="Tune-A-Video", delete_cache=(3600, 86400)) as demo:
         gr.Markdown(banner_text(engine), elem_id="banner")
+        with gr.Accordion("About this base model", open=True, elem_id="base-card"):
+            gr.Markdown(base_card(engine))
         handle = gr.State({})
+        last = gr.State({})  # the latest job's JSON result (``/result``)
+        # the keys of the models made in this browser: kept in its localStorage, across reloads and restarts
+        my_keys = gr.BrowserState([], storage_key="tuneavideo-my-models", secret=browser_secret(engine))
         with gr.Tabs():
             tune_tab_block = gr.Tab("Tune", id="tune")
             with tune_tab_block:
-                tune = build_tune_tab(engine, handle)
+                tune = build_tune_tab(engine, handle, last)
             with gr.Tab("Edit", id="edit"):
-                edit = build_edit_tab(engine, handle)
+                edit = build_edit_tab(engine, handle, last)
             with gr.Tab("Control", id="control"):
-                control = build_control_tab(engine, handle)
+                control = build_control_tab(engine, handle, last)
+            with gr.Tab("My models", id="models"):
+                mine = build_models_tab(engine, handle, my_keys, [edit.model, control.model])
             with gr.Tab("About", id="about"):
                 gr.Markdown(help_text(engine))
                 stats_box = gr.Code(label="Cache statistics", language="json")
@@ -156,15 +175,18 @@ def build_demo(engine, settings=None) -> gr.Blocks:
                     label="Examples (click one, then press Tune)",
                 )
 
-        def refresh_models(handle: dict | None, request: gr.Request) -> tuple:
-            choices = engine.model_choices(session_id(request))
-            value = (handle or {}).get("tune_key")
-            if value not in {key for _, key in choices}:
-                value = choices[0][1] if choices else None
-            return gr.update(choices=choices, value=value), gr.update(choices=choices, value=value)
-
         for event in (tune.tune_event, edit.load_event):
-            event.success(refresh_models, [handle], [edit.model, control.model], queue=False, api_visibility="private")
+            event.success(mine.remember, [handle, my_keys], mine.outputs, queue=False, api_visibility="private",
+                          show_progress="hidden")  # fmt: skip
+        demo.load(mine.restore, [my_keys, handle], mine.outputs, queue=False, api_visibility="private")
+
+        def result(last: dict | None) -> dict:
+            """The latest job's structured result: keys, file paths, timings, scores (JSON)."""
+            return last or {}
+
+        with gr.Row(visible=False):
+            result_json, result_button = gr.JSON(label="Result"), gr.Button("result")
+        result_button.click(result, [last], result_json, api_name="result", queue=False)
 
         def stats() -> str:
             """Engine cache statistics (hits, misses, bytes, entries)."""
@@ -179,6 +201,7 @@ def build_demo(engine, settings=None) -> gr.Blocks:
 
         def release(request: gr.Request) -> None:
             engine.release(session_id(request))
+            forget_errors(request)
 
         demo.unload(release)
     demo.heavy_concurrency_id = HEAVY  # for tests and app.py

@@ -21,17 +21,22 @@ from ..errors import Cancelled, InputError, ModelLoadError
 from ..hints import HINT_KINDS, HintConfig
 from ..profiles import MODELS_DIR, TOY_WORLD_CONTROL_FOLDERS
 from ..validation import model_not_allowed
+from .results_view import edit_json, render_result
 from .tab_edit import resolve_model
 from .widgets import (
-    HEAVY,
     MAX_SEED,
     ProgressAdapter,
+    cancel_button,
     cancelled_text,
     engine_errors,
+    error_note,
+    model_dropdown,
     network_model,
+    progress_box,
     resolve_seed,
     session_id,
     split_prompts,
+    wire_job,
 )
 
 CONTROL_TYPES = [("ControlNet", "controlnet"), ("T2I-Adapter", "t2i_adapter")]
@@ -71,6 +76,8 @@ class ControlTab:
     side_by_side: gr.Video
     status: gr.Markdown
     event: Any
+    gallery: gr.Gallery
+    scores: gr.Markdown
 
 
 _CLASSES = {"ControlNetModel": "controlnet", "T2IAdapter": "t2i_adapter"}
@@ -124,8 +131,15 @@ def control_model_choices(local: list[tuple[str, str]]) -> list[str]:
 
 
 # Over 60 lines: Gradio layout code in page order, then the tab's callbacks as closures over its widgets.
-def build_control_tab(engine, handle: gr.State) -> ControlTab:
-    scfg = engine.profile.sample
+def build_control_tab(engine, handle: gr.State, last: gr.State | None = None) -> ControlTab:
+    """Build the Control tab; hints and control types the loaded base cannot use are not offered."""
+    last = last if last is not None else gr.State({})
+    prof = engine.profile
+    scfg = prof.sample
+    hints_offered = [h for h in HINT_KINDS if prof.supports(h)] if prof.only_listed_controls else list(HINT_KINDS)
+    types_offered = [(label, kind) for label, kind in CONTROL_TYPES if not prof.only_listed_controls
+                     or any(prof.supports(h, kind) for h in hints_offered)]  # fmt: skip
+    skipped = [h for h in HINT_KINDS if h not in hints_offered]
     local = local_control_models()
     base = engine.settings.model
     toy = toy_world_control_defaults(base)
@@ -137,6 +151,7 @@ def build_control_tab(engine, handle: gr.State) -> ControlTab:
         gr.Markdown(
             f"Toy-world base: its own control models are picked for you: {have}. Depth hints here are the "
             "objects' silhouettes, read from the frames. Try a toy example, then a prompt with a new colour."
+            + (f" Not offered here: {', '.join(skipped)} (no control model for it fits this base)." if skipped else "")
         )
     elif engine.settings.model_kind != "sd" and not local:
         gr.Markdown(
@@ -145,15 +160,19 @@ def build_control_tab(engine, handle: gr.State) -> ControlTab:
         )
     with gr.Row():
         with gr.Column(scale=1):
-            model = gr.Dropdown(choices=[], value=None, label="Tuned model", allow_custom_value=True)
-            prompts = gr.Textbox(label="Prompt(s)", lines=2, placeholder="an astronaut is dancing on the moon",
+            model = model_dropdown(label="Tuned model", elem_id="control-model-pick")
+            placeholder = prof.example_prompts[0] if prof.example_prompts else "an astronaut is dancing on the moon"
+            prompts = gr.Textbox(label="Prompt(s)", lines=2, placeholder=placeholder,
                                  info="One per line.", elem_id="control-prompts")  # fmt: skip
+            type_info = HELP["control_type"] + (
+                " On this base the hint decides it." if prof.only_listed_controls else ""
+            )
             with gr.Row():
                 hint = gr.Radio(
-                    list(HINT_KINDS), value=first_hint, label="Hint", info=HELP["hint"], elem_id="control-hint"
+                    hints_offered, value=first_hint, label="Hint", info=HELP["hint"], elem_id="control-hint"
                 )
-                control_type = gr.Radio(CONTROL_TYPES, value=first_type, label="Control model type",
-                                        info=HELP["control_type"], elem_id="control-type")  # fmt: skip
+                control_type = gr.Radio(types_offered, value=first_type, label="Control model type", info=type_info,
+                                        interactive=not prof.only_listed_controls, elem_id="control-type")  # fmt: skip
             control_model = gr.Dropdown(choices=control_model_choices(local), allow_custom_value=True,
                                         value=default_control_model(first_type, first_hint, local, base),
                                         label="Control model", info=HELP["control_model"], elem_id="control-model")  # fmt: skip
@@ -175,13 +194,22 @@ def build_control_tab(engine, handle: gr.State) -> ControlTab:
                 high_threshold = gr.Slider(0, 255, value=200, step=1, label="Canny high threshold")
             with gr.Row():
                 button = gr.Button("Generate with control", variant="primary", elem_id="control-button")
-                cancel_button = gr.Button("Cancel", variant="stop")
+                cancel = cancel_button("control-cancel")
+            note = error_note("control-error")
         with gr.Column(scale=1):
-            status = gr.Markdown("Pick a tuned model, a hint type and a control model.", elem_id="control-status")
+            progress_md = progress_box("control-progress")
+            status = gr.Markdown("Pick a tuned model, a hint type and a control model.", elem_id="control-status",
+                                 label="Control status")  # fmt: skip
             with gr.Row():
                 hints_video = gr.Video(label="Hints", interactive=False, height=280)
                 video = gr.Video(label="Result", interactive=False, height=280, elem_id="control-video")
-            side_by_side = gr.Video(label="Source | hints | result", interactive=False, height=240)
+            side_by_side = gr.Video(label="Source | hints | every result", interactive=False, height=240)
+            gallery = gr.Gallery(label="Every result (one per prompt)", columns=2, height=240, interactive=False,
+                                 elem_id="control-gallery")  # fmt: skip
+            scores = gr.Markdown(elem_id="control-scores")
+            with gr.Accordion("Downloads and JSON", open=False):
+                downloads = gr.File(label="Downloads", file_count="multiple", interactive=False)
+                result_json = gr.JSON(label="Result (JSON)")
 
     def pick_default(control_type: str, hint: str) -> str:
         return default_control_model(control_type, hint, local, base)
@@ -220,7 +248,7 @@ def build_control_tab(engine, handle: gr.State) -> ControlTab:
         progress: gr.Progress = gr.Progress(),  # noqa: B008
     ) -> tuple:
         """Generate with per-frame control hints; returns the hint video, the result, a side-by-side, status."""
-        with engine_errors("generating with control"):
+        with engine_errors("generating with control", request):
             hint_config = with_default_depth_backend(
                 base, HintConfig(str(hint), low_threshold=int(low_threshold), high_threshold=int(high_threshold))
             )
@@ -252,16 +280,18 @@ def build_control_tab(engine, handle: gr.State) -> ControlTab:
                     video_path=driving_video or None,
                 )
             except Cancelled as exc:
-                return gr.skip(), gr.skip(), gr.skip(), cancelled_text(exc, "Generation stopped.")
+                return gr.skip(), gr.skip(), gr.skip(), cancelled_text(exc, "Generation stopped."), gr.skip()
             except ModelLoadError as exc:
                 if spec.label in str(exc):  # the control model: one message whatever failed on the server
                     raise model_not_allowed(chosen) from exc
                 raise
-        return result.hint_path, result.video_path, result.side_by_side_path, result.status
+            done = edit_json("control", result, engine.scores(result))
+        return result.hint_path, result.video_path, result.side_by_side_path, result.status, done
 
-    event = button.click(
+    event = wire_job(
+        button,
         control,
-        inputs=[
+        [
             prompts,
             hint,
             control_type,
@@ -279,20 +309,24 @@ def build_control_tab(engine, handle: gr.State) -> ControlTab:
             driving_video,
             handle,
         ],  # fmt: skip
-        outputs=[hints_video, video, side_by_side, status],
-        api_name="control",
-        concurrency_id=HEAVY,
+        [hints_video, video, side_by_side, status, last],
+        "control",
+        progress_md,
+        note,
+        [cancel],
     )
+    event.success(render_result, [last], [gallery, downloads, scores, result_json], queue=False,
+                  api_visibility="private", show_progress="hidden")  # fmt: skip
 
-    def cancel(request: gr.Request) -> str:
+    def cancel_job(request: gr.Request) -> str:
         running = engine.cancel(session_id(request))
         return "Cancelling at the end of the current step…" if running else "Nothing is running."
 
-    cancel_button.click(cancel, None, status, queue=False, api_visibility="private", cancels=[event])
+    cancel.click(cancel_job, None, status, queue=False, api_visibility="private", cancels=[event])
     return ControlTab(
         model, prompts, hint, control_type, control_model, scale, start, end, driving_video, steps, guidance_scale,
-        seed, use_inversion, low_threshold, high_threshold, button, cancel_button, hints_video, video, side_by_side,
-        status, event,
+        seed, use_inversion, low_threshold, high_threshold, button, cancel, hints_video, video, side_by_side,
+        status, event, gallery, scores,
     )  # fmt: skip
 
 

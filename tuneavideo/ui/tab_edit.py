@@ -10,19 +10,24 @@ import gradio as gr
 
 from ..config import InvertConfig, SampleConfig
 from ..errors import Cancelled
+from .results_view import edit_json, render_result
 from .widgets import (
-    HEAVY,
     MAX_SEED,
     ProgressAdapter,
+    cancel_button,
     cancelled_text,
     engine_errors,
+    error_note,
+    model_dropdown,
+    progress_box,
     resolve_seed,
     session_id,
     split_prompts,
+    wire_job,
 )
 
 HELP = {
-    "model": "A model tuned in this browser session (newest first), or one loaded from saved weights below.",
+    "model": "Your tuned models (newest first; earlier ones from the My models tab), or saved weights loaded below.",
     "prompts": "One edit per line: change the subject, background or style words of the source prompt.",
     "negative_prompt": "What to steer away from (e.g. 'blurry, low quality'); empty = unconditional.",
     "steps": "DDIM steps for sampling (paper: 50). Fewer is faster and a little coarser.",
@@ -56,6 +61,10 @@ class EditTab:
     status: gr.Markdown
     events: list[Any]
     load_event: Any
+    gallery: gr.Gallery
+    downloads: gr.File
+    scores: gr.Markdown
+    result_json: gr.JSON
 
 
 def resolve_model(model: str | None, handle: dict | None) -> str | None:
@@ -64,14 +73,16 @@ def resolve_model(model: str | None, handle: dict | None) -> str | None:
 
 
 # Over 60 lines: Gradio layout code in page order, then the tab's callbacks as closures over its widgets.
-def build_edit_tab(engine, handle: gr.State) -> EditTab:
+def build_edit_tab(engine, handle: gr.State, last: gr.State | None = None) -> EditTab:
+    """Build the Edit tab; ``handle`` is the session's small state, ``last`` receives the job's JSON result."""
+    last = last if last is not None else gr.State({})
     prof = engine.profile
+    examples = "\n".join(prof.example_prompts) or "a blue square moves to the right"
     scfg = prof.sample
     with gr.Row():
         with gr.Column(scale=1):
-            model = gr.Dropdown(choices=[], value=None, label="Tuned model", allow_custom_value=True,
-                                info=HELP["model"], elem_id="edit-model")  # fmt: skip
-            prompts = gr.Textbox(label="Edit prompt(s)", lines=3, placeholder="spider man is skiing on the beach",
+            model = model_dropdown(label="Tuned model", info=HELP["model"], elem_id="edit-model")
+            prompts = gr.Textbox(label="Edit prompt(s)", lines=3, placeholder=examples,
                                  info=HELP["prompts"], elem_id="edit-prompts")  # fmt: skip
             negative_prompt = gr.Textbox(label="Negative prompt", value=scfg.negative_prompt or "",
                                          info=HELP["negative_prompt"])  # fmt: skip
@@ -92,18 +103,29 @@ def build_edit_tab(engine, handle: gr.State) -> EditTab:
             with gr.Row():
                 edit_button = gr.Button("Edit video", variant="primary", elem_id="edit-button")
                 generate_button = gr.Button("Generate from noise", elem_id="generate-button")
-                cancel_button = gr.Button("Cancel", variant="stop")
+                cancel = cancel_button("edit-cancel")
+            note = error_note("edit-error")
             with gr.Accordion("Load saved tuned weights", open=False):
                 upload = gr.File(label="Tuned weights (.zip from the Tune tab, or tuned.safetensors)",
                                  file_types=[".zip", ".safetensors"])  # fmt: skip
                 upload_video = gr.Video(label="Its source video (optional: needed for inversion)", sources=["upload"],
                                         height=200)  # fmt: skip
-                load_button = gr.Button("Load weights")
+                load_button = gr.Button("Load weights", elem_id="load-button")
+                load_note = error_note("load-error")
         with gr.Column(scale=1):
-            status = gr.Markdown("Tune a model first (Tune tab), then type edit prompts here.", elem_id="edit-status")
-            video = gr.Video(label="Edited video", interactive=False, elem_id="edit-video", height=320)
-            side_by_side = gr.Video(label="Source | edit", interactive=False, height=240)
-            gif = gr.Image(label="GIF", type="filepath", interactive=False, height=240)
+            progress_md = progress_box("edit-progress")
+            status = gr.Markdown("Tune a model first (Tune tab), then type edit prompts here.", elem_id="edit-status",
+                                 label="Edit status")  # fmt: skip
+            gallery = gr.Gallery(label="Every edit (one per prompt; click to play, download from the viewer)",
+                                 columns=2, height=300, elem_id="edit-gallery", interactive=False)  # fmt: skip
+            scores = gr.Markdown(elem_id="edit-scores")
+            with gr.Accordion("All outputs: first edit, side by side, GIF, downloads, JSON", open=False):
+                video = gr.Video(label="Edited video (first prompt)", interactive=False, elem_id="edit-video",
+                                 height=240)  # fmt: skip
+                side_by_side = gr.Video(label="Source | every edit", interactive=False, height=240)
+                gif = gr.Image(label="GIF", type="filepath", interactive=False, height=240)
+                downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="edit-files")
+                result_json = gr.JSON(label="Result (JSON)", elem_id="edit-json")
 
     def _sample_config(steps, guidance_scale, negative_prompt, seed, use_inversion) -> SampleConfig:
         return dataclasses.replace(
@@ -115,8 +137,9 @@ def build_edit_tab(engine, handle: gr.State) -> EditTab:
             use_inversion=bool(use_inversion),
         )
 
-    def _outputs(result) -> tuple:
-        return result.video_path, result.side_by_side_path, result.gif_path, result.status
+    def _outputs(result, kind: str) -> tuple:
+        done = edit_json(kind, result, engine.scores(result))
+        return result.video_path, result.side_by_side_path, result.gif_path, result.status, done
 
     def edit(
         prompts: str,
@@ -132,7 +155,7 @@ def build_edit_tab(engine, handle: gr.State) -> EditTab:
         progress: gr.Progress = gr.Progress(),  # noqa: B008
     ) -> tuple:
         """Edit the source clip: returns the edited mp4, a source|edit mp4, a GIF, and a status line."""
-        with engine_errors("editing"):
+        with engine_errors("editing", request):
             sample = _sample_config(steps, guidance_scale, negative_prompt, seed, use_inversion)
             try:
                 result = engine.edit(
@@ -144,8 +167,8 @@ def build_edit_tab(engine, handle: gr.State) -> EditTab:
                     invert_config=InvertConfig(num_inference_steps=int(invert_steps)),
                 )
             except Cancelled as exc:
-                return gr.skip(), gr.skip(), gr.skip(), cancelled_text(exc, "Editing stopped.")
-        return _outputs(result)
+                return gr.skip(), gr.skip(), gr.skip(), cancelled_text(exc, "Editing stopped."), gr.skip()
+            return _outputs(result, "edit")
 
     def generate(
         prompts: str,
@@ -159,7 +182,7 @@ def build_edit_tab(engine, handle: gr.State) -> EditTab:
         progress: gr.Progress = gr.Progress(),  # noqa: B008
     ) -> tuple:
         """Text-to-video from noise with the tuned model (no inversion)."""
-        with engine_errors("generating"):
+        with engine_errors("generating", request):
             sample = _sample_config(steps, guidance_scale, negative_prompt, seed, False)
             try:
                 result = engine.generate(
@@ -170,8 +193,8 @@ def build_edit_tab(engine, handle: gr.State) -> EditTab:
                     progress=ProgressAdapter(progress),
                 )
             except Cancelled as exc:
-                return gr.skip(), gr.skip(), gr.skip(), cancelled_text(exc, "Generation stopped.")
-        return _outputs(result)
+                return gr.skip(), gr.skip(), gr.skip(), cancelled_text(exc, "Generation stopped."), gr.skip()
+            return _outputs(result, "generate")
 
     def invert(
         invert_steps: int,
@@ -181,7 +204,7 @@ def build_edit_tab(engine, handle: gr.State) -> EditTab:
         progress: gr.Progress = gr.Progress(),  # noqa: B008
     ) -> str:
         """DDIM-invert the source clip with the tuned model now (edits then start at once)."""
-        with engine_errors("inverting"):
+        with engine_errors("inverting", request):
             try:
                 result = engine.invert(
                     session_id(request),
@@ -193,38 +216,48 @@ def build_edit_tab(engine, handle: gr.State) -> EditTab:
                 return cancelled_text(exc, "Inversion stopped.")
         return result.status
 
-    edit_event = edit_button.click(
+    shown = [video, side_by_side, gif, status, last]
+    edit_event = wire_job(
+        edit_button,
         edit,
-        inputs=[prompts, negative_prompt, steps, guidance_scale, seed, use_inversion, invert_steps, model, handle],
-        outputs=[video, side_by_side, gif, status],
-        api_name="edit",
-        concurrency_id=HEAVY,
+        [prompts, negative_prompt, steps, guidance_scale, seed, use_inversion, invert_steps, model, handle],
+        shown,
+        "edit",
+        progress_md,
+        note,
+        [cancel],
     )
-    generate_event = generate_button.click(
+    generate_event = wire_job(
+        generate_button,
         generate,
-        inputs=[prompts, negative_prompt, steps, guidance_scale, seed, model, handle],
-        outputs=[video, side_by_side, gif, status],
-        api_name="generate",
-        concurrency_id=HEAVY,
+        [prompts, negative_prompt, steps, guidance_scale, seed, model, handle],
+        shown,
+        "generate",
+        progress_md,
+        note,
+        [cancel],
     )
-    invert_event = invert_button.click(
-        invert, inputs=[invert_steps, model, handle], outputs=status, api_name="invert", concurrency_id=HEAVY
-    )
+    invert_event = wire_job(invert_button, invert, [invert_steps, model, handle], [status], "invert", progress_md,
+                            note, [cancel])  # fmt: skip
+    for event in (edit_event, generate_event):
+        event.success(render_result, [last], [gallery, downloads, scores, result_json], queue=False,
+                      api_visibility="private", show_progress="hidden")  # fmt: skip
 
-    def cancel(request: gr.Request) -> str:
+    def cancel_job(request: gr.Request) -> str:
         running = engine.cancel(session_id(request))
         return "Cancelling at the end of the current step…" if running else "Nothing is running."
 
-    cancel_button.click(cancel, None, status, queue=False, api_visibility="private",
-                        cancels=[edit_event, generate_event, invert_event])  # fmt: skip
+    cancel.click(cancel_job, None, status, queue=False, api_visibility="private",
+                 cancels=[edit_event, generate_event, invert_event])  # fmt: skip
 
     def load_tuned(
         upload: str | None, upload_video: str | None = None, handle: dict | None = None, request: gr.Request = None
     ) -> tuple:
         """Load saved tuned weights (optionally with their source video) into this session."""
         if not upload:
-            raise gr.Error("Choose a tuned-weights file (.zip from the Tune tab) first.", title="Nothing to load")
-        with engine_errors("loading tuned weights"):
+            with engine_errors("loading tuned weights", request):
+                raise gr.Error("Choose a tuned-weights file (.zip from the Tune tab) first.", title="Nothing to load")
+        with engine_errors("loading tuned weights", request):
             result = engine.load_tuned(session_id(request), upload, video_path=upload_video or None)
         how = (
             "with its source video (inversion available)"
@@ -233,14 +266,12 @@ def build_edit_tab(engine, handle: gr.State) -> EditTab:
         )
         return f"Loaded {result.label} {how}.", {**(handle or {}), **result.handle}
 
-    load_event = load_button.click(
-        load_tuned, inputs=[upload, upload_video, handle], outputs=[status, handle], api_name="load_tuned",
-        concurrency_id=HEAVY,
-    )  # fmt: skip
+    load_event = wire_job(load_button, load_tuned, [upload, upload_video, handle], [status, handle], "load_tuned",
+                          progress_md, load_note, [])  # fmt: skip
     return EditTab(
         model, prompts, negative_prompt, steps, guidance_scale, seed, use_inversion, invert_steps, edit_button,
-        generate_button, invert_button, cancel_button, upload, upload_video, load_button, video, gif, side_by_side,
-        status, [edit_event, generate_event, invert_event], load_event,
+        generate_button, invert_button, cancel, upload, upload_video, load_button, video, gif, side_by_side,
+        status, [edit_event, generate_event, invert_event], load_event, gallery, downloads, scores, result_json,
     )  # fmt: skip
 
 

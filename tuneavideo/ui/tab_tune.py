@@ -10,11 +10,22 @@ import gradio as gr
 
 from ..config import VideoSpec
 from ..errors import Cancelled
-from .widgets import HEAVY, MAX_SEED, ProgressAdapter, cancelled_text, engine_errors, resolve_seed, session_id
+from .widgets import (
+    MAX_SEED,
+    ProgressAdapter,
+    cancel_button,
+    cancelled_text,
+    engine_errors,
+    error_note,
+    progress_box,
+    resolve_seed,
+    session_id,
+    wire_job,
+)
 
 HELP = {
     "video": "The one clip to tune on (mp4, mov, webm, avi, mkv, gif). Only the frames you select are decoded.",
-    "prompt": "A plain caption of the clip, e.g. 'a man is skiing'. Edits later change words of it.",
+    "prompt": "A plain caption of the clip. Edits later change words of it.",
     "start_time": "Where the clip starts in the source, in seconds.",
     "stride": "Keep every n-th source frame (2 = twice the motion per frame). Stride 1 keeps the audio in the outputs.",
     "num_frames": "Frames to tune on and to generate. More frames cost time and memory linearly.",
@@ -53,6 +64,8 @@ class TuneTab:
     status: gr.Markdown
     estimate: gr.Markdown
     tune_event: Any
+    progress: gr.Markdown
+    note: gr.Markdown
     knobs: list[Any] = dataclasses.field(default_factory=list)
 
 
@@ -90,14 +103,17 @@ def estimate_text(
 
 
 # Over 60 lines: Gradio layout code in page order, then the tab's callbacks as closures over its widgets.
-def build_tune_tab(engine, handle: gr.State) -> TuneTab:
-    """Build the Tune tab inside the current Blocks context; ``handle`` is the session's small state."""
+def build_tune_tab(engine, handle: gr.State, last: gr.State | None = None) -> TuneTab:
+    """Build the Tune tab inside the current Blocks context; ``handle`` is the session's small state and
+    ``last`` receives the job's JSON result."""
+    last = last if last is not None else gr.State({})
     prof = engine.profile
     spec, tcfg = prof.video, prof.tune
     with gr.Row():
         with gr.Column(scale=1):
             video = gr.Video(label="Source video", sources=["upload"], height=320, elem_id="tune-video")
-            prompt = gr.Textbox(label="Source prompt", placeholder="a man is skiing", info=HELP["prompt"])
+            prompt = gr.Textbox(label="Source prompt", placeholder=prof.source_prompt,
+                                info=f"{HELP['prompt']} E.g. '{prof.source_prompt}'.")  # fmt: skip
             with gr.Row():
                 start_time = gr.Number(label="Start (s)", value=spec.start_time, minimum=0, info=HELP["start_time"])
                 stride = gr.Slider(1, 8, value=spec.stride, step=1, label="Frame stride", info=HELP["stride"])
@@ -123,10 +139,12 @@ def build_tune_tab(engine, handle: gr.State) -> TuneTab:
             estimate_md = gr.Markdown(elem_id="tune-estimate")
             with gr.Row():
                 tune_button = gr.Button("Tune", variant="primary", elem_id="tune-button")
-                cancel_button = gr.Button("Cancel", variant="stop", elem_id="tune-cancel")
+                cancel = cancel_button("tune-cancel")
+            note = error_note("tune-error")
         with gr.Column(scale=1):
+            progress_md = progress_box("tune-progress")
             status = gr.Markdown("Upload a clip (or pick an example), describe it, then press **Tune**.",
-                                 elem_id="tune-status")  # fmt: skip
+                                 elem_id="tune-status", label="Tune status")  # fmt: skip
             preview = gr.Video(
                 label="Preview: the tuned model, source prompt, from noise", interactive=False, height=320
             )
@@ -154,7 +172,7 @@ def build_tune_tab(engine, handle: gr.State) -> TuneTab:
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio's injection idiom
     ) -> tuple:
         """Tune the base model on the clip; returns preview mp4, weights zip, losses, status."""
-        with engine_errors("tuning"):
+        with engine_errors("tuning", request):
             spec, config = _configs(engine, num_frames, width, height, stride, start_time, resize, steps,
                                     learning_rate, seed, gradient_checkpointing)  # fmt: skip
             try:
@@ -168,17 +186,21 @@ def build_tune_tab(engine, handle: gr.State) -> TuneTab:
                     preview_steps=int(preview_steps),
                 )
             except Cancelled as exc:
-                return gr.skip(), gr.skip(), gr.skip(), cancelled_text(exc, "Tuning stopped."), handle
+                return gr.skip(), gr.skip(), gr.skip(), cancelled_text(exc, "Tuning stopped."), handle, gr.skip()
         import pandas as pd
 
         frame = pd.DataFrame({"step": list(range(1, len(result.losses) + 1)), "loss": list(result.losses)})
         status = f"{result.status}\n\nModel: {result.label} (seed {config.seed}). Now go to **Edit**."
         status += "".join(f"\n\nWarning: {w}." for w in result.record.get("warnings", ()))
-        return result.preview_path, result.download_path, frame, status, {**(handle or {}), **result.handle}
+        done = {"kind": "tune", "tune_key": result.tune_key, "video_key": result.video_key, "label": result.label,
+                "cache_hit": result.cache_hit, "losses": list(result.losses), "timings": result.timings,
+                "preview": result.preview_path, "download": result.download_path, "seed": config.seed}  # fmt: skip
+        return result.preview_path, result.download_path, frame, status, {**(handle or {}), **result.handle}, done
 
-    tune_event = tune_button.click(
+    tune_event = wire_job(
+        tune_button,
         tune,
-        inputs=[
+        [
             video,
             prompt,
             start_time,
@@ -194,17 +216,19 @@ def build_tune_tab(engine, handle: gr.State) -> TuneTab:
             gradient_checkpointing,
             handle,
         ],  # fmt: skip
-        outputs=[preview, download, losses, status, handle],
-        api_name="tune",
-        concurrency_id=HEAVY,
+        [preview, download, losses, status, handle, last],
+        "tune",
+        progress_md,
+        note,
+        [cancel],
     )
 
-    def cancel(request: gr.Request) -> str:
+    def cancel_job(request: gr.Request) -> str:
         """Stop this session's running job at the end of its current step."""
         running = engine.cancel(session_id(request))
         return "Cancelling at the end of the current step…" if running else "Nothing is running."
 
-    cancel_button.click(cancel, inputs=None, outputs=status, api_name="cancel", queue=False, cancels=[tune_event])
+    cancel.click(cancel_job, inputs=None, outputs=status, api_name="cancel", queue=False, cancels=[tune_event])
 
     def estimate(
         num_frames, width, height, stride, start_time, resize, steps, learning_rate, seed, gradient_checkpointing
@@ -226,8 +250,8 @@ def build_tune_tab(engine, handle: gr.State) -> TuneTab:
     tune_event.success(estimate, knobs, estimate_md, queue=False, api_visibility="private", show_progress="hidden")
     return TuneTab(
         video, prompt, start_time, stride, num_frames, width, height, steps, learning_rate, seed, resize,
-        preview_steps, gradient_checkpointing, tune_button, cancel_button, preview, download, losses, status,
-        estimate_md, tune_event, knobs,
+        preview_steps, gradient_checkpointing, tune_button, cancel, preview, download, losses, status,
+        estimate_md, tune_event, progress_md, note, knobs,
     )  # fmt: skip
 
 

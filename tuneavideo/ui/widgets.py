@@ -61,12 +61,37 @@ class ProgressAdapter:
             self.progress((event.step, event.total), desc=desc, unit="steps")
 
 
+_LAST_ERRORS: dict[str, str] = {}  # session -> message of its last failed request (shown next to the button)
+
+
 @contextmanager
-def engine_errors(action: str) -> Iterator[None]:
+def engine_errors(action: str, request: gr.Request | None = None) -> Iterator[None]:
     """Re-raise engine errors as ``gr.Error`` with a message that says what to change.
 
-    :class:`~tuneavideo.errors.Cancelled` passes through: callers turn it into a status line.
+    :class:`~tuneavideo.errors.Cancelled` passes through: callers turn it into a status line. With
+    ``request``, the message is also kept for :func:`take_error` (the note beside the pressed button).
     """
+    try:
+        with _translated(action):
+            yield
+    except gr.Error as exc:
+        if request is not None:
+            _LAST_ERRORS[session_id(request)] = str(exc.message)
+        raise
+
+
+def take_error(request: gr.Request) -> dict[str, Any]:
+    """An update showing the session's last error message beside the button (and forgetting it)."""
+    message = _LAST_ERRORS.pop(session_id(request), "The request failed (see the message at the top right).")
+    return gr.update(value=f"**Could not run:** {message}", visible=True)
+
+
+def forget_errors(request: gr.Request | None) -> None:
+    _LAST_ERRORS.pop(session_id(request), None)
+
+
+@contextmanager
+def _translated(action: str) -> Iterator[None]:
     try:
         yield
     except (Cancelled, gr.Error):
@@ -121,3 +146,62 @@ def resolve_seed(seed: float | int | None, randomize: bool = False) -> int:
 def split_prompts(text: str | None) -> list[str]:
     """One prompt per line (blank lines ignored)."""
     return [line.strip() for line in str(text or "").splitlines() if line.strip()]
+
+
+def model_dropdown(**kwargs: Any) -> gr.Dropdown:
+    """The tuned-model dropdown: a plain string (a tune key) in the API, whose choices change per session.
+
+    Gradio would list the choices at start-up (none yet) as ``Literal[]``; scripts get them from ``/models``.
+    (An instance override, not a subclass: Gradio writes a ``.pyi`` stub beside every Component subclass.)
+    """
+    dropdown = gr.Dropdown(choices=[], value=None, allow_custom_value=True, **kwargs)
+    dropdown.api_info = lambda: {  # type: ignore[method-assign]
+        "type": "string",
+        "description": "a tune_key from /models (empty: the session's latest model)",
+    }
+    return dropdown
+
+
+def error_note(elem_id: str) -> gr.Markdown:
+    """The hidden note beside a button that says why its last request failed."""
+    return gr.Markdown(visible=False, elem_id=elem_id, elem_classes=["error-note"])
+
+
+def progress_box(elem_id: str) -> gr.Markdown:
+    """The one place of a tab where a running job shows its progress (above the results)."""
+    return gr.Markdown("", elem_id=elem_id, label="Progress", min_height=40)
+
+
+def wire_job(
+    button: gr.Button,
+    fn: Any,
+    inputs: list[Any],
+    outputs: list[Any],
+    api_name: str,
+    progress: gr.Markdown,
+    note: gr.Markdown,
+    cancels: list[gr.Button],
+) -> Any:
+    """``button`` runs ``fn`` on the model queue: the note is cleared, Cancel enabled while it runs, progress shown
+    on ``progress`` only (the inputs and earlier results stay as they are), the error shown in ``note``.
+
+    Returns the job's event (for ``cancels=`` and ``.success``).
+    """
+
+    def busy(request: gr.Request) -> tuple:
+        forget_errors(request)
+        return (gr.update(value="", visible=False), *[gr.update(interactive=True) for _ in cancels])
+
+    def idle() -> tuple:
+        return tuple(gr.update(interactive=False) for _ in cancels)
+
+    start = button.click(busy, None, [note, *cancels], queue=False, api_visibility="private", show_progress="hidden")
+    job = start.then(fn, inputs, outputs, api_name=api_name, concurrency_id=HEAVY, show_progress_on=[progress])
+    job.then(idle, None, cancels, queue=False, api_visibility="private", show_progress="hidden")
+    job.failure(take_error, None, note, queue=False, api_visibility="private", show_progress="hidden")
+    return job
+
+
+def cancel_button(elem_id: str) -> gr.Button:
+    """A Cancel button, enabled only while a job of this tab runs (see :func:`wire_job`)."""
+    return gr.Button("Cancel", variant="stop", interactive=False, elem_id=elem_id)
