@@ -136,3 +136,85 @@ def test_toy_world_control_tab_in_chromium(make_engine, serve, tmp_path: Path):
             assert shot.stat().st_size > 10_000
         finally:
             browser.close()
+
+
+def _shot(page, tmp_path: Path, name: str) -> Path:
+    """A screenshot in ``tmp_path`` (and, with ``SCREENSHOT_DIR`` set, a small copy there for the README)."""
+    shot = tmp_path / f"{name}.png"
+    page.screenshot(path=str(shot), full_page=True)
+    out = os.environ.get("SCREENSHOT_DIR")
+    if out:
+        from PIL import Image
+
+        img = Image.open(shot).convert("RGB")
+        img.thumbnail((900, 1400))
+        Path(out).mkdir(parents=True, exist_ok=True)
+        img.quantize(colors=128).save(Path(out) / f"{name}.png", optimize=True)
+    return shot
+
+
+def test_results_stay_models_persist_edits_show_and_cancel_state(app, tmp_path: Path):
+    """Issue 17 in the browser: Cancel's state, a two-prompt edit shows both videos, an error keeps the
+    earlier results (its message beside the button), and a tuned model survives a page reload."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from tuneavideo.ui import example_dir
+    from tuneavideo.ui.examples import load_examples
+
+    engine, url = app
+    example = load_examples(engine, fallback_dir=example_dir(engine))[0]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(url)
+            expect(page.locator("#base-card")).to_contain_text("Native size", timeout=30_000)
+            expect(page.locator("#tune-cancel")).to_be_disabled()  # nothing runs yet
+            page.get_by_text(example.name).first.click()
+            expect(page.locator("#tune-video video")).to_have_count(1, timeout=30_000)
+
+            # a long tune: Cancel is enabled while it runs, stops it, and is disabled again
+            steps = page.locator("input[aria-label='number input for Tuning steps']")
+            steps.fill("400")
+            steps.press("Enter")
+            page.locator("#tune-button").click()
+            expect(page.locator("#tune-cancel")).to_be_enabled(timeout=30_000)
+            expect(page.locator("#tune-progress")).to_contain_text("Tuning", timeout=60_000)
+            page.locator("#tune-cancel").click()
+            expect(page.locator("#tune-status")).to_contain_text("Cancel", timeout=60_000)
+            expect(page.locator("#tune-cancel")).to_be_disabled(timeout=30_000)
+
+            steps.fill("2")
+            steps.press("Enter")
+            page.locator("#tune-button").click()
+            expect(page.locator("#tune-status")).to_contain_text("Tuned in", timeout=180_000)
+            expect(page.locator("#tune-video video")).to_have_count(1)  # the inputs stay as they were
+            _shot(page, tmp_path, "tune")
+
+            page.get_by_role("tab", name="Edit").click()
+            page.locator("#edit-prompts textarea").fill("a blue square moves right\na green square moves right")
+            page.locator("#edit-button").click()
+            expect(page.locator("#edit-status")).to_contain_text("tuning: cached", timeout=180_000)
+            expect(page.locator("#edit-gallery video")).to_have_count(2, timeout=30_000)  # one player per prompt
+            expect(page.locator("#edit-scores")).to_contain_text("Scores")
+
+            page.locator("#edit-prompts textarea").fill("")  # an input error: earlier results stay
+            page.locator("#edit-button").click()
+            expect(page.locator("#edit-error")).to_contain_text("Could not run", timeout=30_000)
+            expect(page.locator("#edit-gallery video")).to_have_count(2)
+            expect(page.locator("#edit-status")).to_contain_text("tuning: cached")
+            expect(page.locator("#edit-cancel")).to_be_disabled(timeout=30_000)
+            _shot(page, tmp_path, "edit")
+
+            page.get_by_role("tab", name="Control").click()
+            _shot(page, tmp_path, "control")
+
+            page.reload()  # a new session: the model comes back from the browser's list and the run store
+            expect(page.locator("#base-card")).to_contain_text("Native size", timeout=30_000)
+            page.get_by_role("tab", name="My models").click()
+            expect(page.locator("#models-table")).to_contain_text(example.prompt, timeout=30_000)
+            restored = [m for sid in engine.sessions() for m in engine.models(sid)]
+            assert example.prompt in {m.prompt for m in restored}  # the new session can edit with it
+            _shot(page, tmp_path, "my-models")
+        finally:
+            browser.close()

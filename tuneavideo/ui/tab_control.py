@@ -28,6 +28,7 @@ from .widgets import (
     ProgressAdapter,
     cancel_button,
     cancelled_text,
+    disable_on_click,
     engine_errors,
     error_note,
     model_dropdown,
@@ -322,6 +323,7 @@ def build_control_tab(engine, handle: gr.State, last: gr.State | None = None) ->
         running = engine.cancel(session_id(request))
         return "Cancelling at the end of the current step…" if running else "Nothing is running."
 
+    disable_on_click(cancel)
     cancel.click(cancel_job, None, status, queue=False, api_visibility="private", cancels=[event])
     return ControlTab(
         model, prompts, hint, control_type, control_model, scale, start, end, driving_video, steps, guidance_scale,

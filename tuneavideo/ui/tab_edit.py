@@ -16,6 +16,7 @@ from .widgets import (
     ProgressAdapter,
     cancel_button,
     cancelled_text,
+    disable_on_click,
     engine_errors,
     error_note,
     model_dropdown,
@@ -247,6 +248,7 @@ def build_edit_tab(engine, handle: gr.State, last: gr.State | None = None) -> Ed
         running = engine.cancel(session_id(request))
         return "Cancelling at the end of the current step…" if running else "Nothing is running."
 
+    disable_on_click(cancel)
     cancel.click(cancel_job, None, status, queue=False, api_visibility="private",
                  cancels=[edit_event, generate_event, invert_event])  # fmt: skip
 

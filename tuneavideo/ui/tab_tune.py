@@ -15,6 +15,7 @@ from .widgets import (
     ProgressAdapter,
     cancel_button,
     cancelled_text,
+    disable_on_click,
     engine_errors,
     error_note,
     progress_box,
@@ -228,6 +229,7 @@ def build_tune_tab(engine, handle: gr.State, last: gr.State | None = None) -> Tu
         running = engine.cancel(session_id(request))
         return "Cancelling at the end of the current step…" if running else "Nothing is running."
 
+    disable_on_click(cancel)
     cancel.click(cancel_job, inputs=None, outputs=status, api_name="cancel", queue=False, cancels=[tune_event])
 
     def estimate(

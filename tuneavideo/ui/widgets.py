@@ -192,16 +192,28 @@ def wire_job(
         forget_errors(request)
         return (gr.update(value="", visible=False), *[gr.update(interactive=True) for _ in cancels])
 
-    def idle() -> tuple:
-        return tuple(gr.update(interactive=False) for _ in cancels)
+    def idle() -> Any:
+        updates = tuple(gr.update(interactive=False) for _ in cancels)
+        return updates[0] if len(updates) == 1 else updates  # one output takes a bare value
 
     start = button.click(busy, None, [note, *cancels], queue=False, api_visibility="private", show_progress="hidden")
     job = start.then(fn, inputs, outputs, api_name=api_name, concurrency_id=HEAVY, show_progress_on=[progress])
     job.then(idle, None, cancels, queue=False, api_visibility="private", show_progress="hidden")
-    job.failure(take_error, None, note, queue=False, api_visibility="private", show_progress="hidden")
+
+    def failed(request: gr.Request) -> tuple:
+        return (take_error(request), *[gr.update(interactive=False) for _ in cancels])
+
+    # a failed job runs no .then() listeners in Gradio 6: the failure handler also greys Cancel out
+    job.failure(failed, None, [note, *cancels], queue=False, api_visibility="private", show_progress="hidden")
     return job
 
 
 def cancel_button(elem_id: str) -> gr.Button:
     """A Cancel button, enabled only while a job of this tab runs (see :func:`wire_job`)."""
     return gr.Button("Cancel", variant="stop", interactive=False, elem_id=elem_id)
+
+
+def disable_on_click(cancel: gr.Button) -> None:
+    """Cancel greys itself out once pressed (the cancelled job's own follow-ups do not run)."""
+    cancel.click(lambda: gr.update(interactive=False), None, cancel, queue=False, api_visibility="private",
+                 show_progress="hidden")  # fmt: skip
