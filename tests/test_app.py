@@ -183,7 +183,7 @@ def test_api_shows_model_choices_named_outputs_and_json_results(app, client, tin
     assert [r["label"] for r in info["/edit"]["returns"]][-1] == "Edit status"
     assert [r["label"] for r in info["/tune"]["returns"]][-1] == "Tune status"
 
-    _, download, _, _ = client.predict(video=handle_file(tiny_clip), prompt="a red square moves right",
+    _, download, _, _ = client.predict(video=handle_file(tiny_clip), prompt="a red square moves right, scripted",
                                        **TUNE_ARGS, api_name="/tune")  # fmt: skip
     tuned = client.predict(api_name="/result")
     assert tuned["kind"] == "tune" and len(tuned["tune_key"]) >= 16 and "tune" in tuned["timings"]

@@ -187,7 +187,7 @@ def test_results_stay_models_persist_edits_show_and_cancel_state(app, tmp_path: 
             steps.fill("2")
             steps.press("Enter")
             page.locator("#tune-button").click()
-            expect(page.locator("#tune-status")).to_contain_text("Tuned in", timeout=180_000)
+            expect(page.locator("#tune-status")).to_contain_text("Key", timeout=180_000)  # tuned, or a cache hit
             expect(page.locator("#tune-video video")).to_have_count(1)  # the inputs stay as they were
             _shot(page, tmp_path, "tune")
 
