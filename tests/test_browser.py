@@ -65,7 +65,7 @@ def test_example_tune_and_edit_in_chromium(app, tmp_path: Path):
             expect(page.locator("#edit-prompts textarea")).to_have_value("\n".join(example.edit_prompts))
             page.locator("#edit-button").click()
             expect(page.locator("#edit-status")).to_contain_text("tuning: cached", timeout=180_000)
-            expect(page.locator("#edit-video video")).to_have_count(1, timeout=30_000)
+            expect(page.locator("#edit-gallery video")).to_have_count(len(example.edit_prompts), timeout=30_000)
             shot = tmp_path / "edit-tab.png"
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 10_000
