@@ -7,6 +7,7 @@ Needs ``/usr/bin/chromium`` (``scripts/install_browser.sh``) and the ``playwrigh
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -192,6 +193,7 @@ def test_results_stay_models_persist_edits_show_and_cancel_state(app, tmp_path: 
             _shot(page, tmp_path, "tune")
 
             page.get_by_role("tab", name="Edit").click()
+            expect(page.locator("#edit-model input")).to_have_value(re.compile(re.escape(example.prompt[:20])))
             page.locator("#edit-prompts textarea").fill("a blue square moves right\na green square moves right")
             page.locator("#edit-button").click()
             expect(page.locator("#edit-status")).to_contain_text("tuning: cached", timeout=180_000)
@@ -207,7 +209,10 @@ def test_results_stay_models_persist_edits_show_and_cancel_state(app, tmp_path: 
             _shot(page, tmp_path, "edit")
 
             page.get_by_role("tab", name="Control").click()
+            expect(page.locator("#control-model-pick input")).to_have_value(re.compile(re.escape(example.prompt[:20])))
             _shot(page, tmp_path, "control")
+            page.get_by_role("tab", name="About").click()
+            _shot(page, tmp_path, "about")
 
             page.reload()  # a new session: the model comes back from the browser's list and the run store
             expect(page.locator("#base-card")).to_contain_text("Native size", timeout=30_000)

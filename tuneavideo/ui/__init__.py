@@ -126,9 +126,11 @@ def build_demo(engine, settings=None) -> gr.Blocks:
             tune_tab_block = gr.Tab("Tune", id="tune")
             with tune_tab_block:
                 tune = build_tune_tab(engine, handle, last)
-            with gr.Tab("Edit", id="edit"):
+            edit_tab_block = gr.Tab("Edit", id="edit")
+            with edit_tab_block:
                 edit = build_edit_tab(engine, handle, last)
-            with gr.Tab("Control", id="control"):
+            control_tab_block = gr.Tab("Control", id="control")
+            with control_tab_block:
                 control = build_control_tab(engine, handle, last)
             with gr.Tab("My models", id="models"):
                 mine = build_models_tab(engine, handle, my_keys, [edit.model, control.model])
@@ -136,6 +138,18 @@ def build_demo(engine, settings=None) -> gr.Blocks:
                 gr.Markdown(help_text(engine))
                 stats_box = gr.Code(label="Cache statistics", language="json")
                 stats_button = gr.Button("Refresh statistics", size="sm")
+
+        def current_models(handle_value: dict | None, request: gr.Request) -> dict:
+            """The session's models (newest first), the latest one selected: a tab's picker is filled when it
+            is shown, since an update sent to a picker on a hidden tab may not reach it."""
+            models = list(reversed(engine.models(session_id(request))))
+            choices = [(m.label, m.tune_key) for m in models]
+            key = (handle_value or {}).get("tune_key")
+            value = key if key in {k for _, k in choices} else (choices[0][1] if choices else None)
+            return gr.update(choices=choices, value=value)
+
+        for block, picker in ((edit_tab_block, edit.model), (control_tab_block, control.model)):
+            block.select(current_models, [handle], picker, queue=False, api_visibility="private")
 
         if examples:
             with tune_tab_block:
