@@ -38,11 +38,13 @@ from .artifacts import MODELS_HOLDER, Artifacts, TunedArtifact, inversion_key
 from .config import InvertConfig, SampleConfig, TuneConfig, VideoSpec, config_hash
 from .control import ControlSpec
 from .costs import CostModel, footprint
+from .disk import DiskBudget
 from .errors import InputError, TuneAVideoError
 from .hints import HintConfig
 from .profiles import BaseProfile, resolve_profile
 from .progress import ProgressCallback
 from .results import EditResult, InvertResult, TunedModel, TuneResult, model_label
+from .scores import Scorer
 from .sessions import Session, Sessions
 from .settings import Settings, open_base
 from .store import MAX_ARCHIVE_BYTES, FileHashes, RunFolder, RunStore, TunedDelta, base_fingerprint, sha256_file
@@ -93,10 +95,9 @@ class Engine:
         self.artifacts = Artifacts(self.pipe, self.store, self.settings.cache_bytes, self.costs, self._model_lock)
         self.cache = self.artifacts.cache
         self._sessions = Sessions(self.output_root, self.cache.release)
-        self.upload_dir: Path | None = None  # where the app's uploads land (set by the UI): counted in the budget
+        self._scorer = Scorer(self.profile.kind, str(self.device))
+        self.disk = DiskBudget(lambda: self.settings.disk_bytes, self.store, self._sessions, self.cache)
         self._footprints: dict[tuple[str, ...], tuple[int, int, int]] = {}
-        self._disk_lock = threading.Lock()
-        self.disk_evictions = 0
 
     # ------------------------------------------------------------------ info
     def describe(self) -> dict[str, Any]:
@@ -158,13 +159,7 @@ class Engine:
             return None
         if record is None or record.get("base_fingerprint", self.fingerprint) != self.fingerprint:
             return None
-        spec = _spec_of(record.get("video_spec"))
-        tcfg = _tune_config_of(record.get("tune_config"))
-        prompt = str(record.get("prompt") or "uploaded tuned model")
-        origin = str(record.get("tune_key") or key)
-        source = "tuned" if origin == key else "uploaded"
-        label = model_label(prompt, spec, tcfg, origin) + (" · uploaded" if source == "uploaded" else "")
-        return TunedModel(key, label, prompt, str(run.path), spec, tcfg, None, source, origin)
+        return TunedModel.from_record(key, str(run.path), record)
 
     def adopt(self, session_id: str, tune_key: str) -> TunedModel:
         """Add a stored model (an earlier tune, maybe of an earlier start of the app) to a session."""
@@ -557,35 +552,9 @@ class Engine:
 
     # ------------------------------------------------------------------ scores
     def scores(self, result: EditResult) -> list[dict[str, Any]]:
-        """Per prompt of an edit-like result: the toy-world classifier's reading per frame (toy-world base) and
-        CLIP frame consistency / text alignment (when ``TUNEAVIDEO_CLIP_MODEL`` names a CLIP model)."""
-        from .results import toy_world_scores
-
-        if result.frames is None:
-            return []
-        clip = self._clip_scorer()
-        out = []
-        for prompt, frames in zip(result.prompts, result.frames):
-            row: dict[str, Any] = {"prompt": prompt}
-            if self.profile.kind == "toy-world":
-                row["toy_world"] = toy_world_scores(frames, prompt)
-            if clip is not None:
-                with self._model_lock:
-                    row["clip"] = {k: round(float(x), 4) for k, x in clip.score(frames, prompt).items()}
-            out.append(row)
-        return out
-
-    def _clip_scorer(self) -> Any:
-        """The CLIP scorer of ``TUNEAVIDEO_CLIP_MODEL`` (loaded once), or None when none is configured."""
-        name = os.environ.get("TUNEAVIDEO_CLIP_MODEL", "").strip()
-        if not name:
-            return None
-        scorer = getattr(self, "_clip", None)
-        if scorer is None or scorer.model_id != name:
-            from .metrics import ClipScorer
-
-            scorer = self._clip = ClipScorer(name, device=self.device)
-        return scorer
+        """Per prompt of an edit-like result: toy-world classifier readings and CLIP scores (see :mod:`.scores`)."""
+        with self._model_lock:
+            return self._scorer.score(result)
 
     # ------------------------------------------------------------------ validation
     def check_job(
@@ -628,81 +597,17 @@ class Engine:
         return v.allowed_model_dirs(self.settings.allow_model_dirs)
 
     # ------------------------------------------------------------------ disk budget
-    def _disk_items(self) -> list[tuple[float, int, Path, bool]]:
-        """``(mtime, bytes, path, evictable)`` of every run folder, session output folder and upload."""
-        items: list[tuple[float, int, Path, bool]] = []
-        # What a live session holds or a job is using is never evicted: the sessions' models, what the
-        # cache holds for them, each session's newest output of every kind, and all of a busy session.
-        with self._sessions._lock:  # a snapshot; Sessions has no public iterator over live sessions
-            live = list(self._sessions._sessions.values())
-        held = {key for s in live for key in s.models} | set(self.cache.keys())
-        recent = time.time() - 600  # a run or upload written in the last 10 minutes may belong to a job in flight
-        for key in self.store.keys():
-            path = self.store.path(key)
-            mtime = path.stat().st_mtime
-            items.append((mtime, _tree_bytes(path), path, key not in held and mtime < recent))
-        for s in live:
-            folders = sorted(p for p in s.dir.glob("*") if p.is_dir()) if s.dir.is_dir() else []
-            newest: dict[str, Path] = {}
-            for folder in folders:
-                newest[folder.name.split("-")[1] if "-" in folder.name else ""] = folder
-            for folder in folders:
-                keep = s.active > 0 or folder in newest.values()
-                items.append((folder.stat().st_mtime, _tree_bytes(folder), folder, not keep))
-        if self.upload_dir is not None and self.upload_dir.is_dir():
-            for entry in self.upload_dir.iterdir():
-                mtime = entry.stat().st_mtime
-                items.append((mtime, _tree_bytes(entry), entry, mtime < time.time() - 3600))
-        return items
-
     def disk_usage(self) -> dict[str, Any]:
         """Bytes of stored runs, session outputs and uploads against the one disk budget (``/stats``)."""
-        items = self._disk_items()
-        store = self.store.root.resolve()
-        runs = sum(n for _, n, p, _ in items if store in p.resolve().parents)
-        uploads = sum(n for _, n, p, _ in items if self.upload_dir is not None and self.upload_dir in p.parents)
-        used = sum(n for _, n, _, _ in items)
-        return {"budget_bytes": self.settings.disk_bytes, "used_bytes": used, "runs_bytes": runs,
-                "uploads_bytes": uploads, "outputs_bytes": used - runs - uploads,
-                "evictions": self.disk_evictions}  # fmt: skip
+        return self.disk.usage()
 
     def enforce_disk(self) -> int:
         """Delete the oldest evictable runs, outputs and uploads until the budget holds; returns bytes freed."""
-        budget = self.settings.disk_bytes
-        if budget <= 0:
-            return 0
-        freed = 0
-        with self._disk_lock:
-            items = sorted(self._disk_items(), key=lambda item: item[0])
-            used = sum(n for _, n, _, _ in items)
-            for _, nbytes, path, evictable in items:
-                if used <= budget:
-                    break
-                if not evictable:
-                    continue
-                if path.is_dir():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
-                used -= nbytes
-                freed += nbytes
-                self.disk_evictions += 1
-        return freed
+        return self.disk.enforce()
 
     def check_disk(self) -> None:
         """Refuse new work while the disk budget is exhausted by what live sessions and jobs hold."""
-        if self.settings.disk_bytes <= 0:
-            return
-        self.enforce_disk()
-        usage = self.disk_usage()
-        if usage["used_bytes"] > self.settings.disk_bytes:
-            from .costs import fmt_bytes
-
-            raise InputError(
-                f"The server's disk budget is full ({fmt_bytes(usage['used_bytes'])} of "
-                f"{fmt_bytes(self.settings.disk_bytes)} used by tuned runs, uploads and outputs that are in use): "
-                "try again later."
-            )
+        self.disk.check()
 
     # ------------------------------------------------------------------ estimates
     def estimate(
@@ -723,34 +628,6 @@ class Engine:
             *footprint(self.pipe, tcfg.trainable_modules),
         )  # fmt: skip
         return {**out, "model_kind": self.profile.kind}
-
-
-def _spec_of(data: Any) -> VideoSpec | None:
-    """The VideoSpec of a run record (None when absent or unreadable)."""
-    try:
-        return VideoSpec(**data) if isinstance(data, dict) else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _tune_config_of(data: Any) -> TuneConfig | None:
-    """The TuneConfig of a run record (None when absent or unreadable)."""
-    try:
-        if not isinstance(data, dict):
-            return None
-        return TuneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
-    except (TypeError, ValueError):
-        return None
-
-
-def _tree_bytes(path: Path) -> int:
-    """Bytes of a file, or of every file under a folder (0 for what vanished meanwhile)."""
-    try:
-        if path.is_file():
-            return path.stat().st_size
-        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    except OSError:
-        return 0
 
 
 def _control_note(spec: ControlSpec) -> str:

@@ -23,6 +23,18 @@ def model_label(prompt: str, spec: VideoSpec | None, config: TuneConfig | None, 
     return " · ".join(bits)
 
 
+def _config_of(cls: type, data: Any) -> Any:
+    """A frozen config from a record's dict (None when absent or unreadable)."""
+    try:
+        return (
+            cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+            if isinstance(data, dict)
+            else None
+        )
+    except (TypeError, ValueError):
+        return None
+
+
 @dataclass(frozen=True)
 class TunedModel:
     """What a session knows about one tuned model."""
@@ -36,6 +48,17 @@ class TunedModel:
     video_path: str | None = None  # uploads without frames: a source clip given beside them
     source: str = "tuned"  # "tuned" | "uploaded"
     made_by: str | None = None  # uploads: the key of the tune that made the weights (shown; stored under tune_key)
+
+    @classmethod
+    def from_record(cls, key: str, run_path: str, record: dict[str, Any]) -> TunedModel:
+        """The model of a stored run folder, from its ``tuned.json`` record."""
+        spec = _config_of(VideoSpec, record.get("video_spec"))
+        tcfg = _config_of(TuneConfig, record.get("tune_config"))
+        prompt = str(record.get("prompt") or "uploaded tuned model")
+        origin = str(record.get("tune_key") or key)
+        source = "tuned" if origin == key else "uploaded"
+        label = model_label(prompt, spec, tcfg, origin) + (" · uploaded" if source == "uploaded" else "")
+        return cls(key, label, prompt, run_path, spec, tcfg, None, source, origin)
 
     @property
     def origin_key(self) -> str:

@@ -70,6 +70,11 @@ class Sessions:
         with self._lock:
             return list(self._sessions)
 
+    def live(self) -> list[Session]:
+        """A snapshot of the live sessions."""
+        with self._lock:
+            return list(self._sessions.values())
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._sessions)

@@ -219,7 +219,7 @@ def build_demo(engine, settings=None) -> gr.Blocks:
 
         demo.unload(release)
     demo.heavy_concurrency_id = HEAVY  # for tests and app.py
-    engine.upload_dir = Path(gr.utils.get_upload_folder()).resolve()  # counted in the disk budget
+    engine.disk.upload_dir = Path(gr.utils.get_upload_folder()).resolve()  # counted in the disk budget
     _harden(demo, engine, settings)
     return demo
 
