@@ -7,11 +7,14 @@ the same code path as Stable Diffusion 1.5.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any, TypeVar
 
 import torch
 
@@ -50,20 +53,37 @@ SD_SCHEDULER_CONFIG = {
 }
 
 
+T = TypeVar("T")
+
+
+def keeps_global_rng(build: Callable[..., T]) -> Callable[..., T]:
+    """Model constructors draw their init from PyTorch's global RNG; these builders seed it for a
+    reproducible model, inside ``fork_rng`` so the caller's global RNG state is left as it was."""
+
+    @functools.wraps(build)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        with torch.random.fork_rng(devices=[]):
+            return build(*args, **kwargs)
+
+    return wrapper
+
+
+@keeps_global_rng
 def tiny_unet2d(seed: int = 0, **overrides: object):
     """A random tiny ``UNet2DConditionModel`` (SD layout: cross-attn down/up blocks, GEGLU, 2 levels)."""
     from diffusers import UNet2DConditionModel
 
-    torch.manual_seed(seed)
+    torch.random.manual_seed(seed)
     return UNet2DConditionModel(**{**TINY_UNET_CONFIG, **overrides}).eval()
 
 
+@keeps_global_rng
 def tiny_unet(seed: int = 0, randomize_temporal: bool = True, **overrides: object):
     """A random tiny inflated UNet. With ``randomize_temporal`` the zero-initialised temporal output
     weights get random values too, so tests see temporal attention actually act."""
     from .unet import TuneAVideoUNet
 
-    torch.manual_seed(seed)
+    torch.random.manual_seed(seed)
     unet = TuneAVideoUNet(**{**TINY_UNET_CONFIG, **overrides}).eval()
     if randomize_temporal:
         with torch.no_grad():
@@ -73,10 +93,11 @@ def tiny_unet(seed: int = 0, randomize_temporal: bool = True, **overrides: objec
     return unet
 
 
+@keeps_global_rng
 def tiny_text_encoder(seed: int = 0, hidden_size: int = 32):
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    torch.manual_seed(seed)
+    torch.random.manual_seed(seed)
     config = CLIPTextConfig(
         vocab_size=49408,
         hidden_size=hidden_size,
@@ -91,10 +112,11 @@ def tiny_text_encoder(seed: int = 0, hidden_size: int = 32):
     return CLIPTextModel(config).eval()
 
 
+@keeps_global_rng
 def tiny_vae(seed: int = 0):
     from diffusers import AutoencoderKL
 
-    torch.manual_seed(seed)
+    torch.random.manual_seed(seed)
     return AutoencoderKL(**TINY_VAE_CONFIG).eval()
 
 
@@ -148,6 +170,7 @@ def write_test_video(path: str | Path, num_frames: int = 8, size: tuple[int, int
     return path
 
 
+@keeps_global_rng
 def tiny_controlnet(seed: int = 0, randomize_zero_convs: bool = True, conditioning_channels: int = 3):
     """A random tiny ``ControlNetModel`` for the tiny UNet (hints at 2x the latent size, like the tiny VAE).
 
@@ -160,7 +183,7 @@ def tiny_controlnet(seed: int = 0, randomize_zero_convs: bool = True, conditioni
         tiny_unet2d(seed), conditioning_embedding_out_channels=(8, 16), conditioning_channels=conditioning_channels
     ).eval()
     if randomize_zero_convs:
-        torch.manual_seed(seed + 100)
+        torch.random.manual_seed(seed + 100)
         zero_modules = [controlnet.controlnet_cond_embedding.conv_out, controlnet.controlnet_mid_block]
         zero_modules += list(controlnet.controlnet_down_blocks)
         with torch.no_grad():
@@ -170,11 +193,12 @@ def tiny_controlnet(seed: int = 0, randomize_zero_convs: bool = True, conditioni
     return controlnet
 
 
+@keeps_global_rng
 def tiny_t2i_adapter(seed: int = 0, in_channels: int = 3):
     """A random tiny full ``T2IAdapter`` whose features fit the tiny UNet's two down blocks (2x downscale)."""
     from diffusers import T2IAdapter
 
-    torch.manual_seed(seed)
+    torch.random.manual_seed(seed)
     return T2IAdapter(
         in_channels=in_channels,
         channels=list(TINY_UNET_CONFIG["block_out_channels"]),
@@ -198,6 +222,7 @@ def write_tiny_t2i_adapter(folder: str | Path, seed: int = 0, in_channels: int =
     return folder
 
 
+@keeps_global_rng
 def write_tiny_clip_model(folder: str | Path, image_size: int = 32, seed: int = 0) -> Path:
     """A tiny random ``CLIPModel`` folder (model, real CLIP tokenizer, image processor) for metric tests."""
     from transformers import CLIPConfig, CLIPModel
@@ -216,7 +241,7 @@ def write_tiny_clip_model(folder: str | Path, image_size: int = 32, seed: int = 
         vision_config={"image_size": image_size, "patch_size": 8, **layers},
         projection_dim=16,
     )
-    torch.manual_seed(seed)
+    torch.random.manual_seed(seed)
     CLIPModel(config).save_pretrained(folder)
     write_clip_tokenizer_files(folder)
     processor_cls(
