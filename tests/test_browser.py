@@ -56,14 +56,16 @@ def test_example_tune_and_edit_in_chromium(app, tmp_path: Path):
             expect(page.locator("#banner")).to_contain_text("Model:", timeout=30_000)
 
             page.get_by_text(example.name).first.click()  # the example fills the Tune (and Edit) inputs
-            expect(page.get_by_label("Source prompt")).to_have_value(example.prompt)
+            expect(page.get_by_label("Source prompt")).to_have_value(example.prompt, timeout=30_000)
             expect(page.locator("#tune-video video")).to_have_count(1, timeout=30_000)  # the clip has loaded
             page.locator("#tune-button").click()
             expect(page.locator("#tune-status")).to_contain_text("Tuned in", timeout=180_000)
-            expect(page.locator("#tune-estimate")).to_contain_text("Estimate")
+            expect(page.locator("#tune-estimate")).to_contain_text("Estimate", timeout=30_000)
 
             page.get_by_role("tab", name="Edit").click()
-            expect(page.locator("#edit-prompts textarea")).to_have_value("\n".join(example.edit_prompts))
+            expect(page.locator("#edit-prompts textarea")).to_have_value(
+                "\n".join(example.edit_prompts), timeout=30_000
+            )
             page.locator("#edit-button").click()
             expect(page.locator("#edit-status")).to_contain_text("tuning: cached", timeout=180_000)
             expect(page.locator("#edit-gallery video")).to_have_count(len(example.edit_prompts), timeout=30_000)
@@ -119,10 +121,10 @@ def test_toy_world_control_tab_in_chromium(make_engine, serve, tmp_path: Path):
             expect(page.locator("#tune-status")).to_contain_text("Tuned in", timeout=180_000)
 
             page.get_by_role("tab", name="Control").click()
-            expect(page.locator("#control-model input")).to_have_value(str(TOY_CONTROLNET))
+            expect(page.locator("#control-model input")).to_have_value(str(TOY_CONTROLNET), timeout=30_000)
             page.locator("#control-hint").get_by_text("depth", exact=True).click()
-            expect(page.locator("#control-type input[value='t2i_adapter']")).to_be_checked()
-            expect(page.locator("#control-model input")).to_have_value(str(TOY_ADAPTER))
+            expect(page.locator("#control-type input[value='t2i_adapter']")).to_be_checked(timeout=30_000)
+            expect(page.locator("#control-model input")).to_have_value(str(TOY_ADAPTER), timeout=30_000)
             page.locator("#control-prompts textarea").fill("a yellow circle moving right on a blue background")
             sampling = page.locator("#control-steps input[type=number]")
             sampling.fill("10")
@@ -170,7 +172,7 @@ def test_results_stay_models_persist_edits_show_and_cancel_state(app, tmp_path: 
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.goto(url)
             expect(page.locator("#base-card")).to_contain_text("Native size", timeout=30_000)
-            expect(page.locator("#tune-cancel")).to_be_disabled()  # nothing runs yet
+            expect(page.locator("#tune-cancel")).to_be_disabled(timeout=30_000)  # nothing runs yet
             page.get_by_text(example.name).first.click()
             expect(page.locator("#tune-video video")).to_have_count(1, timeout=30_000)
 
@@ -189,27 +191,31 @@ def test_results_stay_models_persist_edits_show_and_cancel_state(app, tmp_path: 
             steps.press("Enter")
             page.locator("#tune-button").click()
             expect(page.locator("#tune-status")).to_contain_text("Key", timeout=180_000)  # tuned, or a cache hit
-            expect(page.locator("#tune-video video")).to_have_count(1)  # the inputs stay as they were
+            expect(page.locator("#tune-video video")).to_have_count(1, timeout=30_000)  # the inputs stay as they were
             _shot(page, tmp_path, "tune")
 
             page.get_by_role("tab", name="Edit").click()
-            expect(page.locator("#edit-model input")).to_have_value(re.compile(re.escape(example.prompt[:20])))
+            expect(page.locator("#edit-model input")).to_have_value(
+                re.compile(re.escape(example.prompt[:20])), timeout=30_000
+            )
             page.locator("#edit-prompts textarea").fill("a blue square moves right\na green square moves right")
             page.locator("#edit-button").click()
             expect(page.locator("#edit-status")).to_contain_text("tuning: cached", timeout=180_000)
             expect(page.locator("#edit-gallery video")).to_have_count(2, timeout=30_000)  # one player per prompt
-            expect(page.locator("#edit-scores")).to_contain_text("Scores")
+            expect(page.locator("#edit-scores")).to_contain_text("Scores", timeout=30_000)
 
             page.locator("#edit-prompts textarea").fill("")  # an input error: earlier results stay
             page.locator("#edit-button").click()
             expect(page.locator("#edit-error")).to_contain_text("Could not run", timeout=30_000)
-            expect(page.locator("#edit-gallery video")).to_have_count(2)
-            expect(page.locator("#edit-status")).to_contain_text("tuning: cached")
+            expect(page.locator("#edit-gallery video")).to_have_count(2, timeout=30_000)
+            expect(page.locator("#edit-status")).to_contain_text("tuning: cached", timeout=30_000)
             expect(page.locator("#edit-cancel")).to_be_disabled(timeout=30_000)
             _shot(page, tmp_path, "edit")
 
             page.get_by_role("tab", name="Control").click()
-            expect(page.locator("#control-model-pick input")).to_have_value(re.compile(re.escape(example.prompt[:20])))
+            expect(page.locator("#control-model-pick input")).to_have_value(
+                re.compile(re.escape(example.prompt[:20])), timeout=30_000
+            )
             _shot(page, tmp_path, "control")
             page.get_by_role("tab", name="About").click()
             _shot(page, tmp_path, "about")
