@@ -310,12 +310,10 @@ def _frames_spec(frames: Any) -> VideoSpec:
 
 def _from_record(cls: type, record: dict[str, Any], key: str, default: Any) -> Any:
     from .config import build_config
+    from .store import RECORD_FILE
 
     data = record.get(key)
-    return build_config(cls, data, f"{RECORD}:{key}") if isinstance(data, dict) else default
-
-
-RECORD = "tuned.json"
+    return build_config(cls, data, f"{RECORD_FILE}:{key}") if isinstance(data, dict) else default
 
 
 def _sample_config(args: argparse.Namespace, record: dict[str, Any], profile: Any) -> SampleConfig:
@@ -471,10 +469,7 @@ def _estimate(pipe: Any, profile: Any, spec: VideoSpec, tcfg: Any, icfg: InvertC
 def _check_run_output(out: Path) -> None:
     from .store import RunFolder
 
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output {out} is a file, not a folder: choose another -o")
-    if out.is_dir() and any(out.iterdir()) and not RunFolder.is_run(out):
-        raise InputError(f"output folder {out} is not empty and holds no tuned run: choose a new or empty folder")
+    RunFolder.check_target(out)  # before tuning: the write checks the same again at the end
     parent = out.parent if out.parent != Path("") else Path(".")
     probe = parent if parent.exists() else next((p for p in parent.parents if p.exists()), Path("."))
     if not os.access(probe, os.W_OK):

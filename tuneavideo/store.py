@@ -292,6 +292,16 @@ class RunFolder:
         return (Path(path) / DELTA_FILE).is_file() and (Path(path) / RECORD_FILE).is_file()
 
     @classmethod
+    def check_target(cls, path: str | Path) -> Path:
+        """``path`` if a run may be written there: not a file, and empty or an earlier run (which it replaces)."""
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise InputError(f"output {path} is a file, not a folder: choose another -o")
+        if path.is_dir() and any(path.iterdir()) and not cls.is_run(path):
+            raise InputError(f"output folder {path} is not empty and holds no tuned run: choose a new or empty folder")
+        return path
+
+    @classmethod
     def open(cls, path: str | Path) -> RunFolder:
         run = cls(path)
         run.record  # noqa: B018 - validates that it is a readable run folder
@@ -314,11 +324,7 @@ class RunFolder:
         """
         from .video import write_mp4
 
-        path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise InputError(f"output {path} is a file, not a folder: choose another -o")
-        if path.is_dir() and any(path.iterdir()) and not cls.is_run(path):
-            raise InputError(f"output folder {path} is not empty and holds no tuned run: choose a new or empty folder")
+        path = cls.check_target(path)
         tmp = _staging(path)
         try:
             record = {**delta.record, "losses": list(delta.losses), "clip_fps": float(fps), "run_id": uuid.uuid4().hex}

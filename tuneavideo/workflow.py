@@ -12,6 +12,7 @@ every entry point; nothing touches PyTorch's global RNG.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import re
@@ -310,8 +311,6 @@ def _prompt_progress(
 
 
 def _applied(pipe: Any, delta: TunedDelta | None) -> Any:
-    import contextlib
-
     return delta.applied(pipe.unet) if delta is not None else contextlib.nullcontext()
 
 
