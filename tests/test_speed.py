@@ -65,3 +65,71 @@ def test_imports_run_one_way():
     for name in ("attention.py", "unet.py", "pipeline.py", "inversion.py", "tuning.py", "loading.py", "weights.py"):
         text = (pkg / name).read_text()
         assert "torch.manual_seed" not in text and "_reset_state" not in text, name
+
+
+def test_sparse_causal_gather_is_frame_0_then_the_previous_frame():
+    from tuneavideo.attention import SparseCausalAttnProcessor, former_frame_index
+
+    b, f, n, c = 2, 5, 3, 4
+    x = torch.randn(b * f, n, c)
+    got = SparseCausalAttnProcessor(None).gather(x, b, f, n)  # (b f, 2n, c)
+    xs = x.view(b, f, n, c)
+    prev = former_frame_index(f)
+    want = torch.cat([xs[:, [0] * f], xs[:, prev]], dim=2).view(b * f, 2 * n, c)
+    assert torch.equal(got, want)
+    one = torch.randn(b, n, c)
+    assert torch.equal(SparseCausalAttnProcessor(None).gather(one, b, 1, n), torch.cat([one, one], dim=1))
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_frame_parallel_clip_group_norm_matches_the_5d_group_norm(affine):
+    from torch import nn
+
+    from tuneavideo.attention import FrameContext
+    from tuneavideo.unet import ClipGroupNorm
+
+    context = FrameContext(num_frames=4, fast_kernels=True)
+    norm = ClipGroupNorm.from_group_norm(nn.GroupNorm(4, 16, eps=1e-5, affine=affine), context)
+    if affine:
+        with torch.no_grad():
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.uniform_(-0.5, 0.5)
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.randn(2 * 4, 16, 6, 6, generator=gen) * 3 + 2).requires_grad_(True)  # (b f) c h w, offset mean
+    x5 = x.detach().view(2, 4, 16, 6, 6).transpose(1, 2)
+    want = nn.functional.group_norm(x5, 4, norm.weight, norm.bias, 1e-5).transpose(1, 2).reshape(8, 16, 6, 6)
+    fast_x = x.detach().bfloat16().requires_grad_(True)
+    got = norm(fast_x)  # bf16 takes the frame-parallel path (fp32 statistics)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), want, atol=0.04, rtol=0.02)
+    # gradients flow like the reference's (to bf16 precision)
+    got.float().square().sum().backward()
+    norm.zero_grad()
+    ref = ClipGroupNorm.from_group_norm(norm, FrameContext(num_frames=4))(x)
+    ref.square().sum().backward()
+    torch.testing.assert_close(fast_x.grad.float(), x.grad, atol=0.1, rtol=0.05)
+    context.fast_kernels = False
+    assert torch.equal(norm(x.detach()), ref.detach())  # the reference path is untouched
+
+
+def test_half_compute_step_keeps_fp32_masters_and_rounds_them_into_the_model():
+    from tuneavideo.tuning import _MixedPrecisionStep
+
+    gen = torch.Generator().manual_seed(0)
+    half = torch.nn.Parameter(torch.randn(8, 8, generator=gen).bfloat16())
+    master = half.detach().float().requires_grad_(True)
+    opt = torch.optim.AdamW([master], lr=1e-2)
+    step = _MixedPrecisionStep(opt, [master], "bf16", torch.device("cpu"), 1.0, [half])
+    x = torch.randn(4, 8, generator=gen).bfloat16()
+
+    def loss_fn(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        assert not torch.is_autocast_enabled("cpu")  # half compute: no autocast
+        return (x @ w).float().square().mean()
+
+    before = master.detach().clone()
+    loss = step(loss_fn, half, x)
+    assert np.isfinite(loss)
+    assert master.dtype == torch.float32 and half.dtype == torch.bfloat16
+    assert not torch.equal(master.detach(), before)  # the master moved
+    assert torch.equal(half.detach(), master.detach().bfloat16())  # and the model holds it, rounded
+    assert half.grad is None and master.grad is None

@@ -27,6 +27,9 @@ class FrameContext:
     """
 
     num_frames: int = 1
+    # Set by tuneavideo.speed for the "fast" / "low-vram" modes: kernels that round differently from
+    # the reference path (still fp16-exact in spirit), e.g. ClipGroupNorm's frame-parallel statistics.
+    fast_kernels: bool = False
 
 
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -84,10 +87,11 @@ class SparseCausalAttnProcessor:
 
         The ablations (:mod:`tuneavideo.ablation`) override this method only.
         """
-        prev = former_frame_index(f, x.device)
-        first = torch.zeros_like(prev)
         x = x.view(b, f, n, -1)  # (b, f, n, c)
-        return torch.cat([x[:, first], x[:, prev]], dim=2).view(b * f, 2 * n, -1)  # (b f, 2n, c)
+        first = x[:, :1].expand(b, f, n, x.shape[-1])  # frame 0 for every frame: a view, no copy
+        prev = torch.cat([x[:, :1], x[:, :-1]], dim=1) if f > 1 else x  # frames [0, 0, 1, ..., f-2]
+        # One copy into the (b f, 2n, c) keys, straight from views (no index kernel, no gathered temporaries).
+        return torch.cat([first, prev], dim=2).view(b * f, 2 * n, -1)
 
     def __call__(
         self,

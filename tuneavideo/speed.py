@@ -52,6 +52,8 @@ class SpeedPlan:
     cfg_one_batch: bool  # CFG's uncond and cond in one UNet batch (False: two calls, half the memory)
     sdpa_priority: tuple[str, ...] | None = None  # SDPBackend names, most preferred first
     ff_chunk: int | None = None  # feed-forward this many frames at a time (None: all at once; 1 measured 2.5x slower)
+    fast_kernels: bool = False  # kernels that only round differently (ClipGroupNorm from per-frame statistics)
+    half_compute: bool = False  # tuning runs the UNet in its own half dtype, fp32 master copies in the optimizer
 
     @contextmanager
     def attention_context(self) -> Iterator[None]:
@@ -82,9 +84,10 @@ def speed_plan(mode: str, device: torch.device | str, compile: bool = False) -> 
     attention = _CUDNN_FIRST if cuda else None
     if mode == "plain":
         return SpeedPlan(mode, False, False, None, 8, True)
+    fast = {"fast_kernels": True, "half_compute": cuda}
     if mode == "fast":
-        return SpeedPlan(mode, compiled, True, None, 8, True, attention)  # split CFG measured slower
-    return SpeedPlan(mode, compiled, True, True, 1, False, attention)  # low-vram
+        return SpeedPlan(mode, compiled, True, None, 8, True, attention, **fast)  # split CFG measured slower
+    return SpeedPlan(mode, compiled, True, True, 1, False, attention, **fast)  # low-vram
 
 
 def recommended_speed_mode(device: torch.device | str | None = None) -> SpeedMode:
@@ -162,6 +165,7 @@ def apply_speed_mode(pipe: Any, mode: str, compile: bool = False) -> SpeedPlan:
     else:
         uncompile_unet_blocks(unet)
     unet.speed_plan = plan  # read by TuneAVideoUNet.forward for the attention kernels
+    unet.frame_context.fast_kernels = plan.fast_kernels
     from diffusers.models.attention import BasicTransformerBlock
 
     for block in unet.modules():

@@ -69,7 +69,8 @@ def denoising_loss(
         target = scheduler.get_velocity(latents, noise, timesteps)
     else:
         raise ValueError(f"unsupported prediction type {scheduler.config.prediction_type!r}")
-    pred = unet(noisy, timesteps, encoder_hidden_states=prompt_embeds).sample
+    # The UNet input takes the embeddings' dtype: fp32 under autocast, the UNet's own half dtype on the fast path.
+    pred = unet(noisy.to(prompt_embeds.dtype), timesteps, encoder_hidden_states=prompt_embeds).sample
     return F.mse_loss(pred.float(), target.float(), reduction="mean")
 
 
@@ -124,10 +125,13 @@ def tune(
 
     trainable = select_trainable(unet, config.trainable_modules)
     checkpointing = bool(plan.gradient_checkpointing or config.gradient_checkpointing)
-    compute_dtype = unet.dtype if precision == "no" else torch.float32
+    # Fast path: the UNet computes in its own half dtype (no autocast casts around every norm and matmul);
+    # the optimizer keeps fp32 master copies of the trained parameters.
+    half = plan.half_compute and _PRECISION_DTYPES.get(precision) == unet.dtype
+    compute_dtype = unet.dtype if precision == "no" else torch.float32  # latents, noise, targets
     losses: list[float] = []
     started = time.perf_counter()
-    with _training_mode(unet, trainable, checkpointing) as params:
+    with _training_mode(unet, trainable, checkpointing, masters=half) as params:
         optimizer = torch.optim.AdamW(
             params,
             lr=config.learning_rate,
@@ -136,8 +140,10 @@ def tune(
             eps=config.adam_epsilon,
             **({"fused": True} if plan.fused_adamw else {}),
         )
-        step_fn = _MixedPrecisionStep(optimizer, params, precision, device, config.max_grad_norm)
-        embeds = prompt_embeds.to(compute_dtype)
+        step_fn = _MixedPrecisionStep(
+            optimizer, params, precision, device, config.max_grad_norm, list(trainable.values()) if half else None
+        )
+        embeds = prompt_embeds.to(unet.dtype if half else compute_dtype)  # the UNet's input dtype
         reporter = ProgressReporter("tune", config.max_train_steps, callback, tqdm_bar=progress_bar)
         try:
             for step in range(config.max_train_steps):
@@ -230,17 +236,27 @@ class _ClipPosterior:
         return latents.to(dtype)
 
 
+_PRECISION_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
 @contextmanager
 def _training_mode(
-    unet: torch.nn.Module, trainable: dict[str, torch.nn.Parameter], checkpointing: bool
+    unet: torch.nn.Module, trainable: dict[str, torch.nn.Parameter], checkpointing: bool, masters: bool = False
 ) -> Iterator[list[torch.nn.Parameter]]:
-    """Unfreeze ``trainable`` as fp32 master weights (the rest frozen) and put them back afterwards."""
+    """Unfreeze ``trainable`` (the rest frozen) and put everything back afterwards; yields what to optimise.
+
+    By default the trainable parameters themselves become fp32 master weights (used under autocast).
+    With ``masters`` they stay in the UNet's half dtype and fp32 copies are yielded instead: the step
+    copies gradients to them and their updated values back (:class:`_MixedPrecisionStep`).
+    """
     unet.requires_grad_(False)
     base_dtype = unet.dtype
-    params = list(trainable.values())
-    for p in params:
-        p.data = p.data.float()
+    model_params = list(trainable.values())
+    for p in model_params:
+        if not masters:
+            p.data = p.data.float()
         p.requires_grad_(True)
+    params = [p.detach().float().requires_grad_(True) for p in model_params] if masters else model_params
     if checkpointing:
         unet.enable_gradient_checkpointing()
     was_training = unet.training
@@ -250,7 +266,7 @@ def _training_mode(
     finally:
         if checkpointing:
             unet.disable_gradient_checkpointing()
-        for p in params:
+        for p in model_params:
             p.requires_grad_(False)
             p.grad = None
             p.data = p.data.to(base_dtype)
@@ -265,29 +281,50 @@ class _MixedPrecisionStep:
     """
 
     def __init__(
-        self, optimizer: torch.optim.Optimizer, params: list, precision: str, device: torch.device, max_norm: float
+        self,
+        optimizer: torch.optim.Optimizer,
+        params: list,
+        precision: str,
+        device: torch.device,
+        max_norm: float,
+        half_params: list | None = None,
     ) -> None:
         self.optimizer, self.params, self.max_norm = optimizer, params, max_norm
         self.device_type = device.type
-        self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+        self.dtype = _PRECISION_DTYPES.get(precision)
         self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+        # Half-compute: the UNet's own half parameters; ``params`` are their fp32 masters (no autocast).
+        self.half_params = half_params
+        self.autocast = self.dtype is not None and half_params is None
 
     def __call__(self, loss_fn: Any, *args: Any) -> float:
-        """``loss_fn(*args)`` under autocast, backward, clip, step; returns the loss."""
-        with torch.autocast(self.device_type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
+        """``loss_fn(*args)`` under autocast (or in half), backward, clip, step; returns the loss."""
+        with torch.autocast(self.device_type, dtype=self.dtype or torch.float32, enabled=self.autocast):
             loss = loss_fn(*args)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
+            self._grads_to_masters()
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             loss.backward()
+            self._grads_to_masters()
             torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.half_params is not None:
+            with torch.no_grad():
+                torch._foreach_copy_(self.half_params, self.params)  # updated masters, rounded to half
         return float(loss.detach())
+
+    def _grads_to_masters(self) -> None:
+        if self.half_params is None:
+            return
+        for half, master in zip(self.half_params, self.params, strict=True):
+            master.grad = None if half.grad is None else half.grad.float()
+            half.grad = None
 
 
 def _versions() -> dict[str, str]:
