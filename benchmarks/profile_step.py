@@ -14,6 +14,7 @@ Prints JSON (and the profiler tables on stderr). ``--tiny --device cpu`` is a sm
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -47,7 +48,7 @@ def timed(fn: Any, device: torch.device, warm: int = 2, reps: int = 5) -> float:
     return round(sorted(times)[len(times) // 2], 4)
 
 
-def train_step_fn(unet: Any, frames: int, device: torch.device, autocast: bool, channels_last: bool) -> Any:
+def train_step_fn(unet: Any, frames: int, device: torch.device, autocast: bool, _unused: bool = False) -> Any:
     """A closure running one loss forward + backward like ``tuning.tune`` (no optimizer step)."""
     gen = torch.Generator(device).manual_seed(0)
     size = unet.config.sample_size
@@ -62,8 +63,6 @@ def train_step_fn(unet: Any, frames: int, device: torch.device, autocast: bool, 
         e = embeds
         if not autocast:
             x, e = x.to(unet.dtype), e.to(unet.dtype)
-        if channels_last and x.dim() == 5:
-            pass  # the UNet folds frames itself; its convs take channels-last weights
         with torch.autocast(device.type, dtype=dtype, enabled=autocast):
             pred = unet(x, t, encoder_hidden_states=e).sample
         loss = F.mse_loss(pred.float(), noise)
@@ -122,35 +121,50 @@ def main() -> None:
     out["torch"] = torch.__version__
     pipe = build_pipeline(device, dtype, tiny=args.tiny)
     unet = pipe.unet
-    pipe.set_speed_mode("fast")
-    set_trainable(unet, fp32=True)
+    plan = pipe.set_speed_mode("fast")
+
+    def use(fast_kernels: bool, cudnn_benchmark: bool) -> None:
+        unet.speed_plan = dataclasses.replace(plan, fast_kernels=fast_kernels, cudnn_benchmark=cudnn_benchmark)
+        unet.frame_context.fast_kernels = fast_kernels
+
+    def in_context(fn: Any) -> Any:
+        def call() -> None:
+            with unet.speed_plan.attention_context():  # backward too, as tuning.tune does
+                fn()
+
+        return call
+
+    # Each technique added in turn (the sparse-causal gather from views is always on: it is exact).
     unet.train()
-    out["train_fast_autocast"] = timed(train_step_fn(unet, f, device, True, False), device)
+    steps = [
+        ("train_reference_kernels_autocast", False, False, True),
+        ("train_plus_frame_parallel_groupnorm", True, False, True),
+        ("train_plus_half_compute", True, False, False),
+        ("train_plus_cudnn_benchmark", True, True, False),
+    ]
+    for name, fast_kernels, bench, autocast in steps:
+        use(fast_kernels, bench)
+        set_trainable(unet, fp32=autocast, dtype=dtype)
+        out[name] = timed(in_context(train_step_fn(unet, f, device, autocast, False)), device)
     if device.type == "cuda" and "train" in args.profile:
-        print(profile_table(train_step_fn(unet, f, device, True, False), device, args.rows), file=sys.stderr)
-    set_trainable(unet, fp32=False, dtype=dtype)
-    out["train_fast_pure_fp16"] = timed(train_step_fn(unet, f, device, False, False), device)
-    unet.to(memory_format=torch.channels_last)
-    out["train_fast_pure_fp16_channels_last"] = timed(train_step_fn(unet, f, device, False, True), device)
-    set_trainable(unet, fp32=True)
-    out["train_fast_autocast_channels_last"] = timed(train_step_fn(unet, f, device, True, True), device)
-    unet.to(memory_format=torch.contiguous_format)
+        print(
+            profile_table(in_context(train_step_fn(unet, f, device, False, False)), device, args.rows), file=sys.stderr
+        )
     set_trainable(unet, fp32=False, dtype=dtype)
     unet.requires_grad_(False)
     unet.eval()
-    out["infer_b1"] = timed(infer_fn(unet, 1, f, device), device)
-    out["cfg_b2"] = timed(infer_fn(unet, 2, f, device), device)
+    for name, fast_kernels, bench in [("reference_kernels", False, False), ("plus_frame_parallel_groupnorm", True, False),
+                                      ("plus_cudnn_benchmark", True, True)]:  # fmt: skip
+        use(fast_kernels, bench)
+        out[f"infer_b1_{name}"] = timed(in_context(infer_fn(unet, 1, f, device)), device)
+        out[f"cfg_b2_{name}"] = timed(in_context(infer_fn(unet, 2, f, device)), device)
     if device.type == "cuda" and "cfg" in args.profile:
-        print(profile_table(infer_fn(unet, 2, f, device), device, args.rows), file=sys.stderr)
-    unet.to(memory_format=torch.channels_last)
-    out["infer_b1_channels_last"] = timed(infer_fn(unet, 1, f, device), device)
-    out["cfg_b2_channels_last"] = timed(infer_fn(unet, 2, f, device), device)
-    unet.to(memory_format=torch.contiguous_format)
+        print(profile_table(in_context(infer_fn(unet, 2, f, device)), device, args.rows), file=sys.stderr)
     # the 2D bar: the stock UNet on f images
     from diffusers import UNet2DConditionModel
 
     cfg = SD15_UNET if not args.tiny else dict(unet.config)
-    del pipe, unet
+    pipe = unet = None  # free the inflated model before building the 2D one
     torch.cuda.empty_cache() if device.type == "cuda" else None
     with torch.device(device):
         u2 = UNet2DConditionModel(**{k: v for k, v in cfg.items() if not k.startswith("_")}).to(dtype)

@@ -24,7 +24,7 @@ The mode is resolved against the pipeline's device when it is used, so ``pipe.to
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -53,18 +53,33 @@ class SpeedPlan:
     sdpa_priority: tuple[str, ...] | None = None  # SDPBackend names, most preferred first
     ff_chunk: int | None = None  # feed-forward this many frames at a time (None: all at once; 1 measured 2.5x slower)
     fast_kernels: bool = False  # kernels that only round differently (ClipGroupNorm from per-frame statistics)
+    cudnn_benchmark: bool = False  # let cuDNN time its convolution algorithms once per shape (shapes repeat)
     half_compute: bool = False  # tuning runs the UNet in its own half dtype, fp32 master copies in the optimizer
 
     @contextmanager
     def attention_context(self) -> Iterator[None]:
-        """Within: SDPA tries ``sdpa_priority`` in order (a kernel that can't take a shape passes it on)."""
-        if not self.sdpa_priority:
-            yield
-            return
-        from torch.nn.attention import SDPBackend, sdpa_kernel
+        """Within: SDPA tries ``sdpa_priority`` in order (a kernel that can't take a shape passes it on),
+        and cuDNN benchmarks its convolution algorithms when ``cudnn_benchmark`` (restored on exit)."""
+        with ExitStack() as stack:
+            if self.cudnn_benchmark:
+                stack.enter_context(_cudnn_benchmark())
+            if self.sdpa_priority:
+                from torch.nn.attention import SDPBackend, sdpa_kernel
 
-        with sdpa_kernel([getattr(SDPBackend, name) for name in self.sdpa_priority], set_priority=True):
+                backends = [getattr(SDPBackend, name) for name in self.sdpa_priority]
+                stack.enter_context(sdpa_kernel(backends, set_priority=True))
             yield
+
+
+@contextmanager
+def _cudnn_benchmark() -> Iterator[None]:
+    # torch.backends.cudnn.flags() would also reset the other cuDNN flags; touch only this one.
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def resolve_speed_mode(mode: str, device: torch.device | str) -> str:
@@ -84,7 +99,7 @@ def speed_plan(mode: str, device: torch.device | str, compile: bool = False) -> 
     attention = _CUDNN_FIRST if cuda else None
     if mode == "plain":
         return SpeedPlan(mode, False, False, None, 8, True)
-    fast = {"fast_kernels": True, "half_compute": cuda}
+    fast = {"fast_kernels": True, "half_compute": cuda, "cudnn_benchmark": cuda}
     if mode == "fast":
         return SpeedPlan(mode, compiled, True, None, 8, True, attention, **fast)  # split CFG measured slower
     return SpeedPlan(mode, compiled, True, True, 1, False, attention, **fast)  # low-vram
