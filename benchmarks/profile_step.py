@@ -113,6 +113,7 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--profile", nargs="*", default=["train", "cfg"], help="which to profile: train infer cfg")
     ap.add_argument("--rows", type=int, default=30)
+    ap.add_argument("--checkpointing", action="store_true", help="also time and profile a checkpointed step")
     args = ap.parse_args()
     device = torch.device(args.device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
@@ -146,6 +147,18 @@ def main() -> None:
         use(fast_kernels, bench)
         set_trainable(unet, fp32=autocast, dtype=dtype)
         out[name] = timed(in_context(train_step_fn(unet, f, device, autocast, False)), device)
+    if args.checkpointing:  # the low-vram mode's tuning step: the same, with gradient checkpointing
+        unet.enable_gradient_checkpointing()
+        out["train_checkpointing"] = timed(in_context(train_step_fn(unet, f, device, False, False)), device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            in_context(train_step_fn(unet, f, device, False, False))()
+            out["train_checkpointing_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+            print(
+                profile_table(in_context(train_step_fn(unet, f, device, False, False)), device, args.rows),
+                file=sys.stderr,
+            )
+        unet.disable_gradient_checkpointing()
     if device.type == "cuda" and "train" in args.profile:
         print(
             profile_table(in_context(train_step_fn(unet, f, device, False, False)), device, args.rows), file=sys.stderr

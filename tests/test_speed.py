@@ -133,3 +133,29 @@ def test_half_compute_step_keeps_fp32_masters_and_rounds_them_into_the_model():
     assert not torch.equal(master.detach(), before)  # the master moved
     assert torch.equal(half.detach(), master.detach().bfloat16())  # and the model holds it, rounded
     assert half.grad is None and master.grad is None
+
+
+def test_low_vram_tuning_recomputes_feed_forwards_and_matches_plain(tiny_pipe):
+    """low-vram checkpoints the blocks and, inside them, the feed-forwards: the same losses and weights."""
+    from tuneavideo.tuning import select_trainable
+
+    base = {n: p.detach().clone() for n, p in tiny_pipe.unet.named_parameters()}
+    runs = {}
+    try:
+        for mode in ("plain", "low-vram"):
+            with torch.no_grad():
+                for n, p in tiny_pipe.unet.named_parameters():
+                    p.copy_(base[n])
+            delta = tune(tiny_pipe, FRAMES, "a cat", TuneConfig(max_train_steps=3, seed=1), speed=mode)
+            runs[mode] = delta
+            ffs = [m.ff for m in tiny_pipe.unet.modules() if hasattr(m, "attn_temp")]
+            assert ffs and all(("forward" in ff.__dict__) == (mode == "low-vram") for ff in ffs)
+    finally:
+        tiny_pipe.set_speed_mode("auto")
+        with torch.no_grad():
+            for n, p in tiny_pipe.unet.named_parameters():
+                p.copy_(base[n])
+    np.testing.assert_allclose(runs["low-vram"].losses, runs["plain"].losses, rtol=1e-5)
+    for name, value in runs["plain"].state_dict.items():
+        torch.testing.assert_close(runs["low-vram"].state_dict[name], value, rtol=1e-4, atol=1e-6)
+    assert set(runs["plain"].state_dict) == set(select_trainable(tiny_pipe.unet, TuneConfig().trainable_modules))
