@@ -5,11 +5,16 @@ One small switch, applied to a pipeline (``pipe.set_speed_mode(mode)``) or to on
 
 - ``"plain"``: the reference path, exactly the code the official-parity tests check: eager
   PyTorch, fp16 autocast over fp32 master weights for the tuned parameters, batched CFG.
-- ``"fast"``: the same maths, faster from the first step: SDPA prefers cuDNN attention on CUDA
-  (1.8x faster than flash for the 8192-key sparse-causal attention on an H200) and AdamW runs
-  fused. Results match the plain path to fp16 noise (other kernels round in another order).
-- ``"low-vram"``: for 12 GB cards. ``"fast"`` plus gradient checkpointing (mid block included), VAE
-  encode/decode one frame at a time and CFG as two half batches (half the sampling activations).
+- ``"fast"``: the same maths, faster from the first step (each measured on its own in
+  ``benchmarks/profile_step.py``): SDPA prefers cuDNN attention on CUDA (1.8x faster than flash for
+  the 8192-key sparse-causal attention on an H200); the clip-level GroupNorm of the ResNets is computed
+  from per-frame statistics (no layout copies, one row per frame and group instead of per clip and
+  group); tuning runs the UNet in its own half dtype (no autocast) with fp32 master copies of the
+  trained parameters in a fused AdamW; cuDNN benchmarks its convolution algorithms once per shape.
+  Results match the plain path to fp16 noise (other kernels round in another order).
+- ``"low-vram"``: for 12 GB cards. ``"fast"`` plus gradient checkpointing (mid block included), the
+  feed-forwards recomputed inside the checkpointed blocks, the VAE and text encoder on the CPU while
+  tuning, VAE encode/decode one frame at a time and CFG as two half batches (half the sampling activations).
 - ``"auto"`` (the default): ``"fast"`` on CUDA, ``"plain"`` on CPU.
 
 ``compile=True`` adds regional ``torch.compile`` (each ``BasicTransformerBlock``, temporal attention
