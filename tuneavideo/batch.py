@@ -26,7 +26,6 @@ job's outputs, time and error.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from .config import InvertConfig, SampleConfig, TuneConfig, VideoSpec, build_config, config_hash, config_to_dict
-from .errors import InputError, MissingDependencyError, TuneAVideoError
+from .errors import InputError, TuneAVideoError
+from .rayutil import cluster_cpus, cluster_gpus, connect, import_ray
 
 JOB_FILE = "job.json"
 SUMMARY_FILE = "summary.json"
@@ -257,7 +257,7 @@ def run_batch(
     One actor per GPU (``gpus_per_job`` GPUs each) when Ray sees GPUs, else ``workers`` CPU actors
     (default: one per two CPUs). Jobs already complete in ``out`` are skipped.
     """
-    ray = _import_ray()
+    ray = import_ray("batch jobs")
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     tally = _Tally(len(jobs))
@@ -282,13 +282,11 @@ def _run_on_ray(
     ray: Any, todo: list[Job], out: Path, address: str | None, gpus_per_job: float, workers: int | None,
     device: str, tally: _Tally, progress: ProgressFn | None,
 ) -> None:  # fmt: skip
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    started_here = connect(ray, address)
     try:
-        gpus = int(ray.cluster_resources().get("GPU", 0))
+        gpus = cluster_gpus(ray)
         use_gpu = gpus > 0 and device != "cpu"
-        count = max(1, int(gpus // max(gpus_per_job, 1e-9))) if use_gpu else (workers or max(1, _cpus(ray) // 2))
+        count = max(1, int(gpus // max(gpus_per_job, 1e-9))) if use_gpu else (workers or max(1, cluster_cpus(ray) // 2))
         actor = ray.remote(num_gpus=gpus_per_job if use_gpu else 0, num_cpus=1)(JobRunner)
         runners = [actor.remote("cuda" if use_gpu else "cpu") for _ in range(min(count, len(todo)))]
         pending, free, queue = {}, list(runners), list(todo)
@@ -345,18 +343,6 @@ def cmd_batch(args: Any) -> list[Path]:
 
 class BatchFailed(TuneAVideoError):
     """Some jobs of a batch failed (the others ran; the summary says which and why)."""
-
-
-def _cpus(ray: Any) -> int:
-    return int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
-
-
-def _import_ray() -> Any:
-    try:
-        import ray
-    except ImportError as exc:
-        raise MissingDependencyError("batch jobs", '"ray>=2.40" (or: pip install "tuneavideo[ray]")') from exc
-    return ray
 
 
 __all__ = ["Job", "JobRunner", "load_jobs", "run_batch"]
