@@ -23,6 +23,11 @@ variable                    flag                             meaning
 ``TUNEAVIDEO_MODEL_DIRS``   ``--allow-model-dir`` (repeat)   folders (``:``-separated in the variable) whose
                                                              models the app may load by name, besides
                                                              ``tuneavideo/models/`` and hub ids
+``TUNEAVIDEO_WORKERS``      ``--workers``                    engine workers: ``auto`` (one per GPU when there
+                                                             are several and Ray is installed, else 1) or N;
+                                                             over 1 they are Ray actors (tuneavideo/workers.py)
+``TUNEAVIDEO_RAY_ADDRESS``  ``--ray-address``                a running Ray to put the workers on (default:
+                                                             start a local one when workers > 1)
 ==========================  ===============================  =========================================
 """
 
@@ -70,6 +75,20 @@ def parse_bytes(value: str | int | float) -> int:
         n = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
     if n < 0:
         raise InputError(f"byte size must be >= 0, got {value!r}")
+    return n
+
+
+def parse_workers(value: str | int | None) -> int:
+    """``"auto"`` (or empty) -> 0, meaning one worker per GPU when there are several; else a count >= 1."""
+    text = str(value if value is not None else "").strip().lower()
+    if text in ("", "auto", "0"):
+        return 0
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 1:
+        raise InputError(f"workers must be 'auto' or a number >= 1, got {value!r}")
     return n
 
 
@@ -203,6 +222,8 @@ class Settings:
     disk_bytes: int = DEFAULT_DISK_BYTES  # 0 = no limit
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD
     allow_model_dirs: tuple[str, ...] = ()  # besides tuneavideo/models/: folders the app may load models from
+    workers: int = 0  # engine workers (Ray actors when > 1); 0 = auto: one per GPU when there are several
+    ray_address: str = ""  # a running Ray cluster for the workers ("" = start a local one when needed)
     model_kind: str = ""  # filled by resolve(); one of MODEL_KINDS
     model_reason: str = ""  # banner text: which model and why
 
@@ -217,6 +238,8 @@ class Settings:
         if self.disk_bytes < 0 or self.max_upload_bytes < 1:
             raise InputError(f"disk_bytes must be >= 0 and max_upload_bytes >= 1, got {self.disk_bytes}, "
                              f"{self.max_upload_bytes}")  # fmt: skip
+        if not isinstance(self.workers, int) or self.workers < 0:
+            raise InputError(f"workers must be 0 (auto) or a number >= 1, got {self.workers!r}")
         if self.max_queue < 1:
             raise InputError(f"max_queue must be >= 1, got {self.max_queue}")
         if not 0 <= self.port < 65536:
@@ -248,8 +271,11 @@ class Settings:
             "disk_bytes": env.get("TUNEAVIDEO_DISK_BYTES", DEFAULT_DISK_BYTES),
             "max_upload_bytes": env.get("TUNEAVIDEO_MAX_UPLOAD", DEFAULT_MAX_UPLOAD),
             "allow_model_dirs": tuple(d for d in env.get("TUNEAVIDEO_MODEL_DIRS", "").split(os.pathsep) if d),
+            "workers": env.get("TUNEAVIDEO_WORKERS", "auto"),
+            "ray_address": env.get("TUNEAVIDEO_RAY_ADDRESS", ""),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
+        values["workers"] = parse_workers(values["workers"])  # type: ignore[arg-type]
         for name in ("cache_bytes", "disk_bytes", "max_upload_bytes"):
             values[name] = parse_bytes(values[name])  # type: ignore[arg-type]
         return cls(**values)  # type: ignore[arg-type]
@@ -276,6 +302,9 @@ class Settings:
         parser.add_argument("--max-upload", dest="max_upload_bytes", help="largest accepted upload, e.g. 512MB")
         parser.add_argument("--allow-model-dir", dest="allow_model_dirs", action="append",
                             help="a folder whose models the app may load by name (repeat; besides tuneavideo/models)")  # fmt: skip
+        parser.add_argument("--workers", help="engine workers: auto (one per GPU when there are several) or N; "
+                            "over 1 they run on Ray (N CPU workers on a machine without a GPU)")  # fmt: skip
+        parser.add_argument("--ray-address", help="a running Ray cluster for the workers (default: a local one)")
         return parser
 
     @classmethod
