@@ -1,7 +1,7 @@
 """One disk budget for what a long-running app writes: stored runs, session outputs and uploads.
 
-The oldest go first, but never what is in use: the runs a live session holds or the cache keeps, a
-busy session's outputs, each session's newest output of every kind, a run or upload written in the last
+The oldest go first, but never what is in use: the runs a live session holds or the cache keeps (also
+those of the other engines on the same store, when ``held_elsewhere`` says which), a busy session's outputs, each session's newest output of every kind, a run or upload written in the last
 minutes (it may belong to a job in flight). ``/stats`` reports the usage; a full budget refuses new work.
 """
 
@@ -43,6 +43,7 @@ class DiskBudget:
         self._budget = budget
         self.store, self.sessions, self.cache = store, sessions, cache
         self.upload_dir: Path | None = None  # where the app's uploads land (set by the UI)
+        self.held_elsewhere: Callable[[], set[str]] | None = None  # runs other engines on the same store hold
         self.evictions = 0
         self._lock = threading.Lock()
 
@@ -54,7 +55,7 @@ class DiskBudget:
         """``(mtime, bytes, path, evictable)`` of every run folder, session output folder and upload."""
         items: list[tuple[float, int, Path, bool]] = []
         live = self.sessions.live()
-        held = {key for s in live for key in s.models} | set(self.cache.keys())
+        held = self.held() | (self.held_elsewhere() if self.held_elsewhere is not None else set())
         recent = time.time() - RECENT_RUN_SECONDS
         for key in self.store.keys():
             path = self.store.path(key)
@@ -73,6 +74,10 @@ class DiskBudget:
                 mtime = entry.stat().st_mtime
                 items.append((mtime, tree_bytes(entry), entry, mtime < time.time() - RECENT_UPLOAD_SECONDS))
         return items
+
+    def held(self) -> set[str]:
+        """Keys of the stored runs this engine holds: its live sessions' models and what its cache keeps."""
+        return {key for s in self.sessions.live() for key in s.models} | set(self.cache.keys())
 
     def usage(self) -> dict[str, Any]:
         items = self._items()

@@ -24,6 +24,13 @@ from .results import TunedModel
 SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
+def check_session_id(session_id: object) -> str:
+    """``session_id`` if it is a valid session id (1-64 letters, digits, '-' or '_'), else an :class:`InputError`."""
+    if not isinstance(session_id, str) or not SESSION_ID.match(session_id):
+        raise InputError(f"invalid session id {session_id!r}: use 1-64 letters, digits, '-' or '_'")
+    return session_id
+
+
 @dataclass
 class Session:
     id: str
@@ -58,8 +65,7 @@ class Sessions:
 
     def get(self, session_id: str) -> Session:
         """The session ``session_id`` (a new one when unknown or released)."""
-        if not isinstance(session_id, str) or not SESSION_ID.match(session_id):
-            raise InputError(f"invalid session id {session_id!r}: use 1-64 letters, digits, '-' or '_'")
+        check_session_id(session_id)
         with self._lock:
             s = self._sessions.get(session_id)
             if s is None or s.released:
