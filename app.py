@@ -1,7 +1,9 @@
 """Tune-A-Video web app: ``python app.py [--share] [--host 0.0.0.0] [--port 7860] [--model PATH_OR_ID] ...``.
 
 Settings come from flags over environment variables (see ``tuneavideo/settings.py``). Without a GPU
-(or without network access) the app falls back to the embedded toy-world model, offline.
+(or without network access) the app falls back to the embedded toy-world model, offline. On a machine
+with several GPUs (and Ray installed) it runs one engine worker per GPU, and as many jobs at once
+(``--workers N``; see ``tuneavideo/workers.py``); with one worker it is the plain in-process engine.
 
 Shutdown (Ctrl-C, SIGTERM from ``docker stop`` or Spaces) is graceful: the server stops, the engine
 releases every session (their outputs are deleted) and the temporary folders go; the run store under
@@ -41,10 +43,10 @@ def _stop_on(signum: int, _frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     temp_dir = _own_temp_dir()
-    from tuneavideo.engine import Engine
     from tuneavideo.errors import TuneAVideoError
     from tuneavideo.settings import Settings
     from tuneavideo.ui import build_demo
+    from tuneavideo.workers import job_slots, open_engine
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up probes
@@ -53,12 +55,13 @@ def main(argv: list[str] | None = None) -> None:
         try:
             settings = Settings.from_args(argv).resolve()
             print(f"[tuneavideo] {settings.model_reason}", flush=True)
-            engine = Engine(settings)
+            engine = open_engine(settings)  # an Engine, or an EnginePool of one Engine per GPU
         except TuneAVideoError as exc:
             sys.exit(f"[tuneavideo] cannot start: {exc}")
         demo = build_demo(engine, settings)
-        # max_size bounds only model jobs (see tuneavideo.ui.HeavyBoundedQueue); cheap events always pass
-        demo.queue(default_concurrency_limit=1, max_size=settings.max_queue)
+        # max_size bounds only model jobs (see tuneavideo.ui.HeavyBoundedQueue); cheap events always pass;
+        # as many model jobs run at once as there are engine workers
+        demo.queue(default_concurrency_limit=job_slots(engine), max_size=settings.max_queue)
         signal.signal(signal.SIGTERM, _stop_on)
         signal.signal(signal.SIGINT, _stop_on)
         try:

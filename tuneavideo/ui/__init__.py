@@ -36,10 +36,11 @@ EXAMPLES_SESSION = "examples"  # cached examples' artifacts are held by this nev
 
 def banner_text(engine) -> str:
     info = engine.describe()
+    workers = f", {info['workers']} engine workers" if info.get("workers", 1) > 1 else ""
     return (
         f"### Tune-A-Video: one-shot video tuning and editing\n"
         f"**Model:** `{info['model']}` ({info['kind']}, {info['unet_parameters'] / 1e6:.1f} M UNet parameters, "
-        f"native {info['native_size']} px) on **{info['device']}** ({info['dtype']}). {info['reason']}"
+        f"native {info['native_size']} px) on **{info['device']}** ({info['dtype']}{workers}). {info['reason']}"
     )
 
 
@@ -203,7 +204,8 @@ def build_demo(engine, settings=None) -> gr.Blocks:
         result_button.click(result, [last], result_json, api_name="result", queue=False)
 
         def stats() -> str:
-            """Engine cache statistics (hits, misses, bytes, entries)."""
+            """Engine cache statistics (hits, misses, bytes, entries); with several engine workers, per worker
+            (device, recent jobs with start and end times) and their total."""
             return json.dumps(engine.stats(), indent=2)
 
         stats_button.click(stats, None, stats_box, api_name="stats", queue=False)
