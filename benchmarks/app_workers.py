@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import sys
 import tempfile
@@ -139,17 +138,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--frames", type=int, default=8)
-    ap.add_argument("--size", type=int, default=512)
-    ap.add_argument("--tune-steps", type=int, default=100)
-    ap.add_argument("--out")
+    from job_time import emit, job_parser
+
+    ap = job_parser(__doc__, frames=8, tune_steps=100)
     args = ap.parse_args()
-    result = run(args)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(run(args), args.out)
 
 
 if __name__ == "__main__":

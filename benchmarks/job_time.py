@@ -147,22 +147,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--frames", type=int, default=24)
+def job_parser(doc: str | None, frames: int, tune_steps: int) -> argparse.ArgumentParser:
+    """The arguments every job benchmark takes (frames, size, tuning and DDIM steps, --out)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, default=frames)
     ap.add_argument("--size", type=int, default=512)
-    ap.add_argument("--tune-steps", type=int, default=500)
+    ap.add_argument("--tune-steps", type=int, default=tune_steps)
     ap.add_argument("--steps", type=int, default=50, help="DDIM steps of the inversion and the edit")
+    ap.add_argument("--out", help="write the JSON here")
+    return ap
+
+
+def emit(result: dict[str, Any], out: str | None) -> None:
+    """Print ``result`` as JSON, and write it to ``out`` when given."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out:
+        Path(out).write_text(text + "\n")
+
+
+def main() -> None:
+    ap = job_parser(__doc__, frames=24, tune_steps=500)
     ap.add_argument("--speed", default="auto", choices=["auto", "plain", "fast", "low-vram"])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--tiny", action="store_true", help="tiny random models (a smoke test of this script)")
-    ap.add_argument("--out", help="write the JSON here")
     args = ap.parse_args()
-    result = run(args)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(run(args), args.out)
 
 
 if __name__ == "__main__":
