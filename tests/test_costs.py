@@ -65,3 +65,16 @@ def test_cpu_estimates_say_where_they_come_from_and_narrow_once_calibrated():
     assert "calibrated by 2 runs" in after["source"]
     width = (after["range"][1] - after["range"][0]) / after["total_seconds"]
     assert width == pytest.approx(0.4)  # +-20 % once both kinds of step were measured here
+
+
+def test_low_vram_estimates_come_from_its_own_measured_rows():
+    job = json.loads((ROOT / "benchmarks" / "job_h200_24f_lowvram.json").read_text())
+    assert job["speed_mode"] == "low-vram"
+    model = CostModel("cuda", "sd", 8, job["gpu"], "low-vram")
+    est = model.estimate(*PAPER, num_prompts=1, preview_steps=0, weights_bytes=SD_SIZES[0],
+                         trainable_params=SD_SIZES[1], element_size=SD_SIZES[2])  # fmt: skip
+    assert "low-vram mode" in est["source"] and "x1.43" not in est["source"]
+    assert est["total_seconds"] == pytest.approx(job["measured"]["total_seconds"], rel=0.25)
+    assert est["tune_peak_bytes"] / 2**30 == pytest.approx(job["measured"]["peak_gib"], rel=0.25)  # a 12 GB card fits
+    fast = CostModel("cuda", "sd", 8, job["gpu"], "fast").estimate(*PAPER, num_prompts=1, preview_steps=0)
+    assert est["tune_peak_bytes"] < fast["tune_peak_bytes"] / 2

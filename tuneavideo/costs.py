@@ -45,12 +45,10 @@ COSTS: dict[tuple[str, str], dict[str, Any]] = {
 TABLE_FILE = Path(__file__).resolve().parent / "data" / "gpu_costs.json"
 GPU_KINDS = ("sd", "custom")  # bases with SD-1.x's UNet: the GPU table applies to them
 REFERENCE_GPU = "NVIDIA H200"  # what unknown GPUs are scaled from
-# The fast cells of that benchmark sampled CFG as two half batches (since reverted: fast samples CFG in one batch,
-# as plain does), so fast mode's sampling row is plain's.
-SAMPLE_ROW_FROM = {"fast": "plain"}
-# low-vram = fast + gradient checkpointing (and CFG in halves): checkpointing recomputes the forward pass,
-# measured 0.457 s against 0.319 s per 24-frame step on an H200 (shared/notes/gpu-speed.md).
+# A table without low-vram rows (an older benchmark) estimates it from fast's: checkpointing recomputes the
+# forward pass, measured 0.457 s against 0.319 s per 24-frame step on an H200 (shared/notes/gpu-speed.md).
 LOW_VRAM_TRAIN_FACTOR = 1.43
+TABLE_MODES = ("plain", "fast", "low-vram")
 
 
 def fit_line(points: list[tuple[float, float]]) -> tuple[float, float]:
@@ -67,9 +65,8 @@ def gpu_rows(bench: dict[str, Any], source: str) -> dict[str, Any]:
     latent = (int(bench["size"]) // 8) ** 2
     cells = {(c["mode"], int(c["frames"])): c for c in bench["cells"]}
     modes: dict[str, Any] = {}
-    for mode in ("plain", "fast"):
-        mine = [(f * latent, c) for (m, f), c in sorted(cells.items()) if m == mode]
-        sample = [(f * latent, c) for (m, f), c in sorted(cells.items()) if m == SAMPLE_ROW_FROM.get(mode, mode)]
+    for mode in TABLE_MODES:
+        mine = sample = [(f * latent, c) for (m, f), c in sorted(cells.items()) if m == mode]
         if len(mine) < 2:
             continue
         modes[mode] = {
@@ -210,12 +207,13 @@ class CostModel:
         modes = entry["modes"]
         use = mode if mode in modes else ("fast" if mode == "low-vram" and "fast" in modes else "plain")
         lines = modes[use]
-        train_k = scale * (LOW_VRAM_TRAIN_FACTOR if mode == "low-vram" else 1.0)
+        derived = mode == "low-vram" and use != mode  # an older table: low-vram from fast's rows
+        train_k = scale * (LOW_VRAM_TRAIN_FACTOR if derived else 1.0)
         row = {**base, "train": _scaled(lines["train"], train_k), "forward": _scaled(lines["forward"], scale),
                "sample": _scaled(lines["sample"], scale)}  # fmt: skip
-        if mode != "low-vram":  # low-vram's peaks are far lower: keep the activation heuristic there
+        if not derived:  # low-vram's peaks are far lower than fast's: keep the activation heuristic there
             row.update(peak_train=lines["peak_train"], peak_sample=lines["peak_sample"])
-        extra = f", x{LOW_VRAM_TRAIN_FACTOR} tuning for low-vram's recompute" if mode == "low-vram" else ""
+        extra = f", x{LOW_VRAM_TRAIN_FACTOR} tuning for low-vram's recompute" if derived else ""
         source = f"measured on {entry['gpu']} ({entry['source']}, {entry['date']}, {use} mode){how}{extra}"
         return row, source, spread
 
