@@ -76,5 +76,12 @@ def test_low_vram_estimates_come_from_its_own_measured_rows():
     assert "low-vram mode" in est["source"] and "x1.43" not in est["source"]
     assert est["total_seconds"] == pytest.approx(job["measured"]["total_seconds"], rel=0.25)
     assert est["tune_peak_bytes"] / 2**30 == pytest.approx(job["measured"]["peak_gib"], rel=0.25)  # a 12 GB card fits
-    fast = CostModel("cuda", "sd", 8, job["gpu"], "fast").estimate(*PAPER, num_prompts=1, preview_steps=0)
+    fast = CostModel("cuda", "sd", 8, job["gpu"], "fast").estimate(
+        *PAPER,
+        num_prompts=1,
+        preview_steps=0,
+        weights_bytes=SD_SIZES[0],
+        trainable_params=SD_SIZES[1],
+        element_size=SD_SIZES[2],
+    )
     assert est["tune_peak_bytes"] < fast["tune_peak_bytes"] / 2
