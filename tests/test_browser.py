@@ -186,6 +186,8 @@ def test_results_stay_models_persist_edits_show_and_cancel_state(app, tmp_path: 
             page.locator("#tune-cancel").click()
             expect(page.locator("#tune-status")).to_contain_text("Cancel", timeout=60_000)
             expect(page.locator("#tune-cancel")).to_be_disabled(timeout=30_000)
+            # once the job has ended, the status says so (not "Cancelling…" forever)
+            expect(page.locator("#tune-status")).to_contain_text("Tuning stopped.", timeout=60_000)
 
             steps.fill("2")
             steps.press("Enter")

@@ -445,6 +445,27 @@ def test_concurrent_sessions_and_cancel(engine, tuned, tiny_clip: str):
         engine.tune("canceller", tiny_clip, "a square to cancel", SPEC, TuneConfig(max_train_steps=200, seed=3),
                     progress=cancel_at_first_step, preview_steps=0)  # fmt: skip
     assert engine.models("canceller") == []
+    assert engine.wait_idle("canceller", timeout=0)  # the cancelled job has ended
+
+    # wait_idle (the app's "… stopped." after Cancel) waits for a running job's end, and no longer
+    started, release = threading.Event(), threading.Event()
+
+    def hold(event) -> None:
+        started.set()
+        release.wait(60)
+
+    engine.load_tuned("waiter", download)
+    waiter_key = engine.models("waiter")[0].tune_key
+    runner = threading.Thread(
+        target=lambda: engine.generate("waiter", waiter_key, "a square", FAST, progress=hold), daemon=True
+    )
+    runner.start()
+    assert started.wait(120)
+    assert not engine.wait_idle("waiter", timeout=0.2)
+    release.set()
+    assert engine.wait_idle("waiter", timeout=120)
+    runner.join(timeout=60)
+    engine.release("waiter")
     assert engine.release("not a valid id!") == 0  # a bad id is ignored, not a crash
     for name in results:
         engine.release(name)

@@ -136,6 +136,7 @@ def test_cancel_goes_to_the_sessions_worker(pooled, tiny_clip: str, tmp_path: Pa
     before = job.status().progress_data[0].index
     _wait_for_progress(job, before + 1)
     assert "Cancelling" in busy.predict(api_name="/cancel")
+    assert pool.wait_idle(busy.session_hash, timeout=120)  # the app's "Tuning stopped." waits on this worker
     *_, status = job.result(timeout=120)
     assert "Cancelled" in status
     (worker, entry), *_ = _jobs(_stats(busy), pool.tag(busy.session_hash))

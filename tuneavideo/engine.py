@@ -188,6 +188,10 @@ class Engine:
         """Ask this session's running job to stop at the end of its current step; True if one was running."""
         return self._sessions.cancel(session_id)
 
+    def wait_idle(self, session_id: str, timeout: float = 60.0) -> bool:
+        """Wait until this session's job (a cancelled one, say) has ended; True when none runs."""
+        return self._sessions.wait_idle(session_id, timeout)
+
     def release(self, session_id: str) -> int:
         """Forget a session: drop its cache references and delete its outputs (a running job is cancelled first).
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -90,6 +91,18 @@ class Sessions:
         s = self.get(session_id)
         s.cancel.set()
         return s.active > 0
+
+    def wait_idle(self, session_id: str, timeout: float = 60.0) -> bool:
+        """Wait until the session runs no job (or ``timeout`` seconds pass); True when it is idle."""
+        deadline = time.monotonic() + max(0.0, float(timeout))
+        while True:
+            with self._lock:
+                s = self._sessions.get(session_id)
+                if s is None or s.active == 0:
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
 
     def release(self, session_id: str) -> int:
         """Forget a session (cancelling its job first); returns what ``forget`` freed. Unknown ids are ignored."""

@@ -450,6 +450,13 @@ class EnginePool:
         home = self.where(session_id)
         return False if home is None else bool(self._ask(home, "cancel", {"session_id": session_id}))
 
+    def wait_idle(self, session_id: str, timeout: float = 60.0) -> bool:
+        """Wait until the session's job on its worker has ended (see :meth:`Engine.wait_idle`)."""
+        home = self.where(session_id)
+        if home is None or home not in self._alive:
+            return True
+        return bool(self._ask(home, "wait_idle", {"session_id": session_id, "timeout": timeout}))
+
     def release(self, session_id: str) -> int:
         """Forget a session on its worker (outputs deleted, cache references dropped); returns the bytes freed."""
         with self._lock:

@@ -28,7 +28,6 @@ from .widgets import (
     ProgressAdapter,
     cancel_button,
     cancelled_text,
-    disable_on_click,
     engine_errors,
     error_note,
     model_dropdown,
@@ -37,6 +36,7 @@ from .widgets import (
     resolve_seed,
     session_id,
     split_prompts,
+    wire_cancel,
     wire_job,
 )
 
@@ -319,12 +319,7 @@ def build_control_tab(engine, handle: gr.State, last: gr.State | None = None) ->
     event.success(render_result, [last], [gallery, downloads, scores, result_json], queue=False,
                   api_visibility="private", show_progress="hidden")  # fmt: skip
 
-    def cancel_job(request: gr.Request) -> str:
-        running = engine.cancel(session_id(request))
-        return "Cancelling at the end of the current step…" if running else "Nothing is running."
-
-    disable_on_click(cancel)
-    cancel.click(cancel_job, None, status, queue=False, api_visibility="private", cancels=[event])
+    wire_cancel(cancel, engine, status, [event], "Generation stopped.", api_visibility="private")
     return ControlTab(
         model, prompts, hint, control_type, control_model, scale, start, end, driving_video, steps, guidance_scale,
         seed, use_inversion, low_threshold, high_threshold, button, cancel, hints_video, video, side_by_side,

@@ -16,7 +16,6 @@ from .widgets import (
     ProgressAdapter,
     cancel_button,
     cancelled_text,
-    disable_on_click,
     engine_errors,
     error_note,
     model_dropdown,
@@ -24,6 +23,7 @@ from .widgets import (
     resolve_seed,
     session_id,
     split_prompts,
+    wire_cancel,
     wire_job,
 )
 
@@ -244,13 +244,8 @@ def build_edit_tab(engine, handle: gr.State, last: gr.State | None = None) -> Ed
         event.success(render_result, [last], [gallery, downloads, scores, result_json], queue=False,
                       api_visibility="private", show_progress="hidden")  # fmt: skip
 
-    def cancel_job(request: gr.Request) -> str:
-        running = engine.cancel(session_id(request))
-        return "Cancelling at the end of the current step…" if running else "Nothing is running."
-
-    disable_on_click(cancel)
-    cancel.click(cancel_job, None, status, queue=False, api_visibility="private",
-                 cancels=[edit_event, generate_event, invert_event])  # fmt: skip
+    wire_cancel(cancel, engine, status, [edit_event, generate_event, invert_event], "The job stopped.",
+                api_visibility="private")  # fmt: skip
 
     def load_tuned(
         upload: str | None, upload_video: str | None = None, handle: dict | None = None, request: gr.Request = None

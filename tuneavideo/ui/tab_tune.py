@@ -15,12 +15,12 @@ from .widgets import (
     ProgressAdapter,
     cancel_button,
     cancelled_text,
-    disable_on_click,
     engine_errors,
     error_note,
     progress_box,
     resolve_seed,
     session_id,
+    wire_cancel,
     wire_job,
 )
 
@@ -224,13 +224,7 @@ def build_tune_tab(engine, handle: gr.State, last: gr.State | None = None) -> Tu
         [cancel],
     )
 
-    def cancel_job(request: gr.Request) -> str:
-        """Stop this session's running job at the end of its current step."""
-        running = engine.cancel(session_id(request))
-        return "Cancelling at the end of the current step…" if running else "Nothing is running."
-
-    disable_on_click(cancel)
-    cancel.click(cancel_job, inputs=None, outputs=status, api_name="cancel", queue=False, cancels=[tune_event])
+    wire_cancel(cancel, engine, status, [tune_event], "Tuning stopped.", api_name="cancel")
 
     def estimate(
         num_frames, width, height, stride, start_time, resize, steps, learning_rate, seed, gradient_checkpointing

@@ -213,6 +213,33 @@ def cancel_button(elem_id: str) -> gr.Button:
     return gr.Button("Cancel", variant="stop", interactive=False, elem_id=elem_id)
 
 
+CANCELLING = "Cancelling at the end of the current step…"
+
+
+def wire_cancel(
+    cancel: gr.Button, engine: Any, status: gr.Markdown, jobs: list[Any], stopped: str, **click: Any
+) -> None:
+    """Cancel stops this session's running job (or drops its queued one) and, once the job has ended, says so.
+
+    Gradio's ``cancels=`` drops the cancelled event's own reply, so without the follow-up the status would stay
+    at "Cancelling…": the follow-up waits for the engine to finish the job's current step, then shows ``stopped``.
+    """
+
+    def cancel_job(request: gr.Request) -> str:
+        """Stop this session's running job at the end of its current step."""
+        return CANCELLING if engine.cancel(session_id(request)) else "Nothing is running."
+
+    def settle(text: str, request: gr.Request) -> Any:
+        if text != CANCELLING:
+            return gr.skip()
+        idle = engine.wait_idle(session_id(request), timeout=120)
+        return f"**Cancelled.** {stopped} The base model is unchanged; you can start again." if idle else gr.skip()
+
+    disable_on_click(cancel)
+    event = cancel.click(cancel_job, None, status, queue=False, cancels=jobs, **click)
+    event.then(settle, status, status, queue=False, api_visibility="private", show_progress="hidden")
+
+
 def disable_on_click(cancel: gr.Button) -> None:
     """Cancel greys itself out once pressed (the cancelled job's own follow-ups do not run)."""
     cancel.click(lambda: gr.update(interactive=False), None, cancel, queue=False, api_visibility="private",
