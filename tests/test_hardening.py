@@ -417,6 +417,34 @@ def test_disk_budget_evicts_oldest_unheld_and_never_live_work(engine, tuned, tin
     good_edit(engine, tuned)
 
 
+def test_disk_budget_skips_what_vanishes_while_it_looks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """An upload Gradio moves (or a run replaced) between listing and stat is skipped, not a job's error."""
+    from tuneavideo.disk import DiskBudget
+    from tuneavideo.sessions import Sessions
+    from tuneavideo.store import RunStore
+
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    (uploads / "kept.mp4").write_bytes(b"x" * 10)
+    ghost = uploads / "tmp-moved-meanwhile"
+    listed = Path.iterdir
+
+    def iterdir(self: Path):
+        yield from listed(self)
+        if self == uploads:
+            yield ghost  # listed, then gone before its stat
+
+    class NoCache:
+        def keys(self) -> list[str]:
+            return []
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    disk = DiskBudget(lambda: 1, RunStore(tmp_path / "runs"), Sessions(tmp_path / "out", lambda sid: 0), NoCache())
+    disk.upload_dir = uploads
+    assert disk.usage()["uploads_bytes"] == 10
+    disk.enforce()  # the old upload may go; the ghost is no error
+
+
 # ------------------------------------------------------------------------------------------ concurrency, cancel
 def test_concurrent_sessions_and_cancel(engine, tuned, tiny_clip: str):
     sid, key, _, download = tuned

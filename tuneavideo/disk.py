@@ -23,6 +23,14 @@ RECENT_RUN_SECONDS = 600  # a run written this recently may belong to a job in f
 RECENT_UPLOAD_SECONDS = 3600
 
 
+def mtime_of(path: Path) -> float | None:
+    """Modification time, or ``None`` for what vanished since it was listed (uploads and runs come and go)."""
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+
+
 def tree_bytes(path: Path) -> int:
     """Bytes of a file, or of every file under a folder (0 for what vanished meanwhile)."""
     try:
@@ -57,10 +65,12 @@ class DiskBudget:
         live = self.sessions.live()
         held = self.held() | (self.held_elsewhere() if self.held_elsewhere is not None else set())
         recent = time.time() - RECENT_RUN_SECONDS
+        # Anything listed may vanish before it is looked at (a run replaced, a session released, an upload
+        # moved by Gradio): such entries are skipped, never an error for the job that asked.
         for key in self.store.keys():
             path = self.store.path(key)
-            mtime = path.stat().st_mtime
-            items.append((mtime, tree_bytes(path), path, key not in held and mtime < recent))
+            if (mtime := mtime_of(path)) is not None:
+                items.append((mtime, tree_bytes(path), path, key not in held and mtime < recent))
         for s in live:
             folders = sorted(p for p in s.dir.glob("*") if p.is_dir()) if s.dir.is_dir() else []
             newest: dict[str, Path] = {}
@@ -68,11 +78,12 @@ class DiskBudget:
                 newest[folder.name.split("-")[1] if "-" in folder.name else ""] = folder
             for folder in folders:
                 keep = s.active > 0 or folder in newest.values()
-                items.append((folder.stat().st_mtime, tree_bytes(folder), folder, not keep))
+                if (mtime := mtime_of(folder)) is not None:
+                    items.append((mtime, tree_bytes(folder), folder, not keep))
         if self.upload_dir is not None and self.upload_dir.is_dir():
             for entry in self.upload_dir.iterdir():
-                mtime = entry.stat().st_mtime
-                items.append((mtime, tree_bytes(entry), entry, mtime < time.time() - RECENT_UPLOAD_SECONDS))
+                if (mtime := mtime_of(entry)) is not None:
+                    items.append((mtime, tree_bytes(entry), entry, mtime < time.time() - RECENT_UPLOAD_SECONDS))
         return items
 
     def held(self) -> set[str]:
