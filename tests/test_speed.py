@@ -21,6 +21,8 @@ def test_modes_resolve_and_plain_is_the_cpu_default():
     assert resolve_speed_mode("auto", "cuda") == "fast"
     assert speed_plan("low-vram", "cpu").gradient_checkpointing is True
     assert not speed_plan("fast", "cpu", compile=True).compile_blocks  # compile only on CUDA
+    # measured: no gain per step, ~28 s of autotuning in a worker's first job (benchmarks/worker_start_h200.json)
+    assert not any(speed_plan(mode, "cuda").cudnn_benchmark for mode in ("plain", "fast", "low-vram"))
     with pytest.raises(InputError):
         resolve_speed_mode("turbo", "cpu")
 

@@ -10,8 +10,8 @@ One small switch, applied to a pipeline (``pipe.set_speed_mode(mode)``) or to on
   the 8192-key sparse-causal attention on an H200); the clip-level GroupNorm of the ResNets is computed
   from per-frame statistics (no layout copies, one row per frame and group instead of per clip and
   group); tuning runs the UNet in its own half dtype (no autocast) with fp32 master copies of the
-  trained parameters in a fused AdamW; cuDNN benchmarks its convolution algorithms once per shape.
-  Results match the plain path to fp16 noise (other kernels round in another order).
+  trained parameters in a fused AdamW. (cuDNN's benchmark mode was measured and left off: no gain per
+  step, ~28 s of autotuning in a fresh process's first job.) Results match the plain path to fp16 noise (other kernels round in another order).
 - ``"low-vram"``: for 12 GB cards. ``"fast"`` plus gradient checkpointing (mid block included), the
   feed-forwards recomputed inside the checkpointed blocks, the VAE and text encoder on the CPU while
   tuning, VAE encode/decode one frame at a time and CFG as two half batches (half the sampling activations).
@@ -59,7 +59,9 @@ class SpeedPlan:
     sdpa_priority: tuple[str, ...] | None = None  # SDPBackend names, most preferred first
     ff_chunk: int | None = None  # feed-forward this many frames at a time (None: all at once; 1 measured 2.5x slower)
     fast_kernels: bool = False  # kernels that only round differently (ClipGroupNorm from per-frame statistics)
-    cudnn_benchmark: bool = False  # let cuDNN time its convolution algorithms once per shape (shapes repeat)
+    # cuDNN times its convolution algorithms once per shape. Off in every mode: on an H200 it gained nothing per
+    # step (0.276 vs 0.278 s) and cost ~28 s of autotuning in a fresh process's first job (benchmarks/worker_start.py).
+    cudnn_benchmark: bool = False
     checkpoint_ff: bool = False  # tuning: the feed-forwards recompute inside the checkpointed blocks (low-vram)
     offload_frozen: bool = False  # tuning: the VAE and text encoder wait on the CPU once the clip is encoded
     half_compute: bool = False  # tuning runs the UNet in its own half dtype, fp32 master copies in the optimizer
@@ -107,7 +109,7 @@ def speed_plan(mode: str, device: torch.device | str, compile: bool = False) -> 
     attention = _CUDNN_FIRST if cuda else None
     if mode == "plain":
         return SpeedPlan(mode, False, False, None, 8, True)
-    fast = {"fast_kernels": True, "half_compute": cuda, "cudnn_benchmark": cuda}
+    fast = {"fast_kernels": True, "half_compute": cuda}
     if mode == "fast":
         return SpeedPlan(mode, compiled, True, None, 8, True, attention, **fast)  # split CFG measured slower
     low = {"checkpoint_ff": True, "offload_frozen": cuda}
