@@ -125,6 +125,7 @@ def measure_tuning(pipe: Any, frames: np.ndarray, mode: str, steps: int, clock: 
         "tune_compile_s": round(float(times[:3].sum() - 3 * step), 1) if len(times) > 4 else None,
         "tune_peak_gib": clock.peak_gib(),
         "losses": [round(x, 6) for x in delta.losses],
+        "skipped_steps": delta.record.get("skipped_steps"),
     }
 
 

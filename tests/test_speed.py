@@ -161,3 +161,16 @@ def test_low_vram_tuning_recomputes_feed_forwards_and_matches_plain(tiny_pipe):
     for name, value in runs["plain"].state_dict.items():
         torch.testing.assert_close(runs["low-vram"].state_dict[name], value, rtol=1e-4, atol=1e-6)
     assert set(runs["plain"].state_dict) == set(select_trainable(tiny_pipe.unet, TuneConfig().trainable_modules))
+
+
+def test_steps_the_fp16_loss_scaler_skips_are_counted():
+    from tuneavideo.tuning import _MixedPrecisionStep
+
+    weight = torch.nn.Parameter(torch.ones(4))
+    opt = torch.optim.AdamW([weight], lr=1e-2)
+    step = _MixedPrecisionStep(opt, [weight], "fp16", torch.device("cpu"), 1.0)
+    step(lambda w: (w * 2).sum(), weight)
+    assert step.skipped == 0
+    before = weight.detach().clone()
+    step(lambda w: (w * float("inf")).sum(), weight)  # overflowing gradients: the scaler skips the update
+    assert step.skipped == 1 and torch.equal(weight.detach(), before)

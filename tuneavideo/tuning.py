@@ -167,6 +167,7 @@ def tune(
                 reporter.step(step + 1, loss=loss, timestep=int(t[0]))
         finally:
             reporter.close()
+            skipped = step_fn.skipped
             del optimizer, step_fn
 
     record = {
@@ -184,6 +185,7 @@ def tune(
         "speed_mode": plan.mode,
         "device": str(device),
         "steps": len(losses),
+        "skipped_steps": skipped,  # fp16 loss scaling: steps whose gradients overflowed and were not applied
         "final_loss": losses[-1] if losses else None,
         "mean_loss_last_10": float(np.mean(losses[-10:])) if losses else None,
         "seconds": round(time.perf_counter() - started, 2),
@@ -317,6 +319,7 @@ class _MixedPrecisionStep:
         # Half-compute: the UNet's own half parameters; ``params`` are their fp32 masters (no autocast).
         self.half_params = half_params
         self.autocast = self.dtype is not None and half_params is None
+        self.skipped = 0  # steps the scaler skipped (inf/NaN gradients; it lowers its scale after each)
 
     def __call__(self, loss_fn: Any, *args: Any) -> float:
         """``loss_fn(*args)`` under autocast (or in half), backward, clip, step; returns the loss."""
@@ -327,8 +330,10 @@ class _MixedPrecisionStep:
             self._grads_to_masters()
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
+            scale = self.scaler.get_scale()
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            self.skipped += int(self.scaler.get_scale() < scale)  # update() backs off only after a skipped step
         else:
             loss.backward()
             self._grads_to_masters()
