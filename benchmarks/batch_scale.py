@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results[n] = {"seconds": round(seconds, 1), "done": summary["done"], "failed": summary["failed"],
                           "jobs_per_gpu_hour": round(args.jobs / seconds * 3600 / n, 1),
                           "job_seconds": [j["seconds"] for j in summary["jobs"]],
+                          "job_timings": [j.get("timings") for j in summary["jobs"]],
                           "errors": [j.get("error") for j in summary["jobs"] if j.get("error")]}  # fmt: skip
     speedup = results[1]["seconds"] / results[gpus]["seconds"] if gpus > 1 else 1.0
     return {

@@ -56,6 +56,8 @@ def test_a_batch_runs_every_job_and_reports_failures(jobs_file: Path, tmp_path: 
     status = {job["name"]: job["status"] for job in summary["jobs"]}
     assert status == {"square": "done", "no-such-clip": "failed", "bad-key": "failed"}
     square = summary["jobs"][0]
+    assert set(square["timings"]) == {"read", "load", "tune", "invert", "edits"}  # where the job's time went
+    assert sum(square["timings"].values()) <= square["seconds"] + 0.05
     edits = sorted(Path(p).name for p in square["outputs"] if p.endswith(".mp4"))
     assert edits == ["a-blue-square-moving-right-2.mp4", "a-blue-square-moving-right.mp4"]  # distinct names
     from tuneavideo.store import RunFolder

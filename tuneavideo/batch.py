@@ -193,14 +193,27 @@ class JobRunner:
         from . import workflow as wf
         from .store import RunFolder
 
+        timings: dict[str, float] = {}  # seconds per stage: where a job's time went (a worker's first job loads)
+        clock = time.perf_counter()
+
+        def lap(stage: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            timings[stage] = round(now - clock, 2)
+            clock = now
+
         clip = wf.read_clip(job.video, job.video_spec)
+        lap("read")
         pipe = self._pipe(job.model)
+        lap("load")
         extra = {"base_model": job.model, "batch_job": job.name, "sample_config": config_to_dict(job.sample),
                  "invert_config": config_to_dict(job.invert), "edit_prompts": list(job.edits)}  # fmt: skip
         delta = wf.tune_clip(pipe, clip, job.prompt, job.tune, extra_record=extra)
         audio = (clip.audio_source, clip.audio_start) if clip.audio_source else None
         run = RunFolder.write(folder, delta, clip.frames, clip.fps, audio)
+        lap("tune")
         latents, _ = wf.cached_inversion(pipe, run, delta, clip, job.invert)
+        lap("invert")
         outputs: list[str] = [str(folder / "tuned.safetensors")]
         if job.edits:
             sample = wf.with_seed(job.sample)
@@ -208,7 +221,8 @@ class JobRunner:
             paths = wf.output_names(job.edits, folder / "edits", fresh=False)
             written = wf.write_outputs(paths, frames, clip.fps, clip)
             outputs += [str(p) for p in written.all]
-        return {"outputs": outputs, "final_loss": delta.record.get("final_loss")}
+            lap("edits")
+        return {"outputs": outputs, "final_loss": delta.record.get("final_loss"), "timings": timings}
 
 
 # ------------------------------------------------------------------------------------------ the batch
