@@ -263,6 +263,15 @@ def test_a_dead_worker_is_a_clear_error_and_its_sessions_go_on_elsewhere(pooled,
     pool.tune("d-a", tiny_clip, "a square before", spec, config)
     dead = pool.where("d-a")
     ray.kill(pool._actors[dead])
+    deadline = time.time() + 60  # the kill lands asynchronously: a call sent at once may still be answered
+    while time.time() < deadline:
+        try:
+            ray.get(pool._actors[dead].ready.remote(), timeout=10)
+        except ray.exceptions.RayActorError:
+            break
+        except ray.exceptions.GetTimeoutError:  # a loaded machine: ask again
+            continue
+        time.sleep(0.1)
     with pytest.raises(WorkerLost, match="stopped"):
         pool.models("d-a")
     assert pool.where("d-a") is None
