@@ -68,11 +68,11 @@ def serve():
 
     demos = []
 
-    def launch(demo, max_size: int = 16) -> str:
+    def launch(demo, max_size: int = 16, concurrency: int = 1) -> str:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        demo.queue(default_concurrency_limit=1, max_size=max_size)
+        demo.queue(default_concurrency_limit=concurrency, max_size=max_size)
         _, url, _ = demo.launch(
             server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, show_error=True
         )
@@ -82,3 +82,20 @@ def serve():
     yield launch
     for demo in demos:
         demo.close()
+
+
+@pytest.fixture(scope="module")
+def gradio_temp_dir(tmp_path_factory: pytest.TempPathFactory):
+    """A fresh Gradio upload folder (``GRADIO_TEMP_DIR``) for one module's app; the old value comes back after."""
+    folder = tmp_path_factory.mktemp("gradio")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GRADIO_TEMP_DIR", str(folder))
+        yield folder
+
+
+@pytest.fixture()
+def client(app, tmp_path):
+    """A ``gradio_client`` of the module's ``app`` fixture (``app[1]`` is its URL), downloading into ``tmp_path``."""
+    from gradio_client import Client
+
+    return Client(app[1], verbose=False, download_files=str(tmp_path))

@@ -6,7 +6,6 @@ its own ``Client`` (= its own session). CPU, offline.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -22,28 +21,13 @@ TUNE_ARGS = {"num_frames": 4, "width": 32, "height": 32, "stride": 1, "steps": 2
 
 
 @pytest.fixture(scope="module")
-def app(make_engine, serve, controlnet_dir, tmp_path_factory: pytest.TempPathFactory):
+def app(make_engine, serve, controlnet_dir, gradio_temp_dir):
     """``(engine, url, base_state)``: the app over a fresh tiny-model engine, on a free local port."""
-    old_temp = os.environ.get("GRADIO_TEMP_DIR")
-    os.environ["GRADIO_TEMP_DIR"] = str(tmp_path_factory.mktemp("gradio"))
     from tuneavideo.ui import build_demo
 
     engine = make_engine(allow_model_dirs=(controlnet_dir,))  # the app loads control models from allowed dirs only
     base_state = {k: v.clone() for k, v in engine.pipe.unet.state_dict().items()}
-    try:
-        yield engine, serve(build_demo(engine)), base_state
-    finally:
-        if old_temp is None:
-            os.environ.pop("GRADIO_TEMP_DIR", None)
-        else:
-            os.environ["GRADIO_TEMP_DIR"] = old_temp
-
-
-@pytest.fixture()
-def client(app, tmp_path: Path):
-    from gradio_client import Client
-
-    return Client(app[1], verbose=False, download_files=str(tmp_path))
+    return engine, serve(build_demo(engine)), base_state
 
 
 @pytest.fixture(scope="module")

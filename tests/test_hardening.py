@@ -502,25 +502,11 @@ def test_concurrent_sessions_and_cancel(engine, tuned, tiny_clip: str):
 
 # ------------------------------------------------------------------------------------------ the app
 @pytest.fixture(scope="module")
-def app(engine, tuned, serve, tmp_path_factory: pytest.TempPathFactory):
-    old_temp = os.environ.get("GRADIO_TEMP_DIR")
-    os.environ["GRADIO_TEMP_DIR"] = str(tmp_path_factory.mktemp("gradio"))
+def app(engine, tuned, serve, gradio_temp_dir):
+    """``(engine, url)``: the app over the module's engine, its heavy queue one job long."""
     from tuneavideo.ui import build_demo
 
-    try:
-        yield engine, serve(build_demo(engine), max_size=1)
-    finally:
-        if old_temp is None:
-            os.environ.pop("GRADIO_TEMP_DIR", None)
-        else:
-            os.environ["GRADIO_TEMP_DIR"] = old_temp
-
-
-@pytest.fixture()
-def client(app, tmp_path: Path):
-    from gradio_client import Client
-
-    return Client(app[1], verbose=False, download_files=str(tmp_path))
+    return engine, serve(build_demo(engine), max_size=1)
 
 
 def _app_tune(client, tiny_clip: str, **kwargs):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -25,7 +24,7 @@ TUNE_ARGS = {"num_frames": 4, "width": 32, "height": 32, "stride": 1, "preview_s
 
 
 @pytest.fixture(scope="module")
-def pooled(tiny_sd: str, tmp_path_factory: pytest.TempPathFactory):
+def pooled(tiny_sd: str, serve, gradio_temp_dir, tmp_path_factory: pytest.TempPathFactory):
     """``(pool, url)``: two CPU engine workers behind the app, whose queue runs two jobs at once."""
     ray = pytest.importorskip("ray")
     from tuneavideo.settings import Settings
@@ -33,30 +32,15 @@ def pooled(tiny_sd: str, tmp_path_factory: pytest.TempPathFactory):
     from tuneavideo.workers import EnginePool, job_slots, open_engine
 
     assert not ray.is_initialized()
-    old_temp = os.environ.get("GRADIO_TEMP_DIR")
-    os.environ["GRADIO_TEMP_DIR"] = str(tmp_path_factory.mktemp("gradio"))
     settings = Settings(model=tiny_sd, device="cpu", model_kind="tiny", workers=2,
                         cache_dir=str(tmp_path_factory.mktemp("pool-cache")))  # fmt: skip
     pool = open_engine(settings)  # as app.py does: starts a local Ray (2 CPUs here: one per worker)
-    demo = None
     try:
         assert isinstance(pool, EnginePool) and pool.size == 2 and job_slots(pool) == 2
-        demo = build_demo(pool)
-        demo.queue(default_concurrency_limit=job_slots(pool), max_size=16)  # as app.py does
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        _, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-        yield pool, url
+        yield pool, serve(build_demo(pool), concurrency=job_slots(pool))  # the queue as app.py sets it
     finally:
-        if demo is not None:
-            demo.close()
         pool.close()
         assert not ray.is_initialized()  # the pool started Ray, so it stopped it
-        if old_temp is None:
-            os.environ.pop("GRADIO_TEMP_DIR", None)
-        else:
-            os.environ["GRADIO_TEMP_DIR"] = old_temp
 
 
 def _client(url: str, folder: Path):
