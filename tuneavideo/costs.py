@@ -66,15 +66,15 @@ def gpu_rows(bench: dict[str, Any], source: str) -> dict[str, Any]:
     cells = {(c["mode"], int(c["frames"])): c for c in bench["cells"]}
     modes: dict[str, Any] = {}
     for mode in TABLE_MODES:
-        mine = sample = [(f * latent, c) for (m, f), c in sorted(cells.items()) if m == mode]
+        mine = [(f * latent, c) for (m, f), c in sorted(cells.items()) if m == mode]
         if len(mine) < 2:
             continue
         modes[mode] = {
             "train": fit_line([(u, c["tune_step_s"]) for u, c in mine]),
             "forward": fit_line([(u, c["invert_forward_s"]) for u, c in mine]),
-            "sample": fit_line([(2 * u, c["cfg_forward_s"]) for u, c in sample]),  # per CFG step, 2 rows
+            "sample": fit_line([(2 * u, c["cfg_forward_s"]) for u, c in mine]),  # per CFG step, 2 rows
             "peak_train": fit_line([(u, c["tune_peak_gib"] * 2**30) for u, c in mine]),
-            "peak_sample": fit_line([(2 * u, c["edit_peak_gib"] * 2**30) for u, c in sample]),
+            "peak_sample": fit_line([(2 * u, c["edit_peak_gib"] * 2**30) for u, c in mine]),
         }
     return {"gpu": bench["gpu"], "date": bench["date"], "torch": bench["torch"], "source": source, "modes": modes}
 
