@@ -48,7 +48,7 @@ def timed(fn: Any, device: torch.device, warm: int = 2, reps: int = 5) -> float:
     return round(sorted(times)[len(times) // 2], 4)
 
 
-def train_step_fn(unet: Any, frames: int, device: torch.device, autocast: bool, _unused: bool = False) -> Any:
+def train_step_fn(unet: Any, frames: int, device: torch.device, autocast: bool) -> Any:
     """A closure running one loss forward + backward like ``tuning.tune`` (no optimizer step)."""
     gen = torch.Generator(device).manual_seed(0)
     size = unet.config.sample_size
@@ -146,23 +146,21 @@ def main() -> None:
     for name, fast_kernels, bench, autocast in steps:
         use(fast_kernels, bench)
         set_trainable(unet, fp32=autocast, dtype=dtype)
-        out[name] = timed(in_context(train_step_fn(unet, f, device, autocast, False)), device)
+        out[name] = timed(in_context(train_step_fn(unet, f, device, autocast)), device)
     if args.checkpointing:  # the low-vram mode's tuning step: the same, with gradient checkpointing
         unet.enable_gradient_checkpointing()
-        out["train_checkpointing"] = timed(in_context(train_step_fn(unet, f, device, False, False)), device)
+        out["train_checkpointing"] = timed(in_context(train_step_fn(unet, f, device, False)), device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-            in_context(train_step_fn(unet, f, device, False, False))()
+            in_context(train_step_fn(unet, f, device, False))()
             out["train_checkpointing_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
             print(
-                profile_table(in_context(train_step_fn(unet, f, device, False, False)), device, args.rows),
+                profile_table(in_context(train_step_fn(unet, f, device, False)), device, args.rows),
                 file=sys.stderr,
             )
         unet.disable_gradient_checkpointing()
     if device.type == "cuda" and "train" in args.profile:
-        print(
-            profile_table(in_context(train_step_fn(unet, f, device, False, False)), device, args.rows), file=sys.stderr
-        )
+        print(profile_table(in_context(train_step_fn(unet, f, device, False)), device, args.rows), file=sys.stderr)
     set_trainable(unet, fp32=False, dtype=dtype)
     unet.requires_grad_(False)
     unet.eval()
