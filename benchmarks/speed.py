@@ -23,6 +23,7 @@ import datetime
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -228,7 +229,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     params = dict(pipe.unet.named_parameters())
                     for name, value in base.items():
                         params[name].copy_(value)
-                sampling, video = measure_sampling(pipe, frames, args.steps, clock)
+                with warnings.catch_warnings(record=True) as caught:  # e.g. a CUDA graph that could not be captured
+                    warnings.simplefilter("always")
+                    sampling, video = measure_sampling(pipe, frames, args.steps, clock)
+                cell["cuda_graphs"] = pipe.speed_plan().cuda_graphs
+                if caught:
+                    cell["warnings"] = sorted({str(w.message)[:300] for w in caught})
                 latents = sampling.pop("_latents")
                 cell.update(sampling)
                 cell["compile_s"] = round((cell.get("tune_compile_s") or 0) + cell["sampling_compile_s"], 1)

@@ -81,6 +81,16 @@ def test_sparse_causal_gather_is_frame_0_then_the_previous_frame():
     assert torch.equal(got, want)
     one = torch.randn(b, n, c)
     assert torch.equal(SparseCausalAttnProcessor(None).gather(one, b, 1, n), torch.cat([one, one], dim=1))
+    # the gradient reaching the keys (tuning back-propagates through the slice writes) is the index gather's
+    for frames in (f, 2, 1):
+        x1 = torch.randn(b * frames, n, c, requires_grad=True)
+        x2 = x1.detach().clone().requires_grad_(True)
+        w = torch.randn(b * frames, 2 * n, c)
+        (SparseCausalAttnProcessor(None).gather(x1, b, frames, n) * w).sum().backward()
+        x2v = x2.view(b, frames, n, c)
+        want = torch.cat([x2v[:, [0] * frames], x2v[:, former_frame_index(frames)]], dim=2)
+        (want.view(b * frames, 2 * n, c) * w).sum().backward()
+        torch.testing.assert_close(x1.grad, x2.grad)
 
 
 @pytest.mark.parametrize("affine", [True, False])
@@ -174,3 +184,26 @@ def test_steps_the_fp16_loss_scaler_skips_are_counted():
     before = weight.detach().clone()
     step(lambda w: (w * float("inf")).sum(), weight)  # overflowing gradients: the scaler skips the update
     assert step.skipped == 1 and torch.equal(weight.detach(), before)
+
+
+def test_cuda_graphs_only_on_the_fast_cuda_path_and_eager_elsewhere(tiny_pipe, monkeypatch):
+    from tuneavideo.graphs import GraphedUNet, loop_unet
+
+    assert speed_plan("fast", "cuda").cuda_graphs
+    assert not speed_plan("plain", "cuda").cuda_graphs
+    assert not speed_plan("low-vram", "cuda").cuda_graphs  # a graph keeps one forward's activations
+    assert not speed_plan("fast", "cpu").cuda_graphs  # "fast" on a CPU is the plain plan's kernels, no graphs
+    unet = tiny_pipe.unet
+    assert loop_unet(unet, False) is unet
+    monkeypatch.setenv("TUNEAVIDEO_CUDA_GRAPHS", "0")
+    assert loop_unet(unet, True) is unet  # the kill switch
+    monkeypatch.delenv("TUNEAVIDEO_CUDA_GRAPHS")
+    graphed = loop_unet(unet, True)
+    assert isinstance(graphed, GraphedUNet)
+    x = torch.randn(1, 4, 2, 16, 16, generator=torch.Generator().manual_seed(1))
+    e = torch.randn(1, 77, unet.config.cross_attention_dim, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want = unet(x, torch.tensor(10), encoder_hidden_states=e).sample
+        for _ in range(2):  # on a CPU every call is the eager call: nothing captured, nothing replayed
+            assert torch.equal(graphed(x, torch.tensor(10), e).sample, want)
+    assert graphed.replays == 0 and graphed.failed is None

@@ -69,6 +69,35 @@ def former_frame_index(num_frames: int, device: torch.device | None = None) -> t
     return idx
 
 
+class _SparseCausalGather(torch.autograd.Function):
+    """``(b, f, n, c)`` -> ``(b, f, 2n, c)``: each frame's tokens are frame 0's, then the previous frame's.
+
+    Forward writes every key once, straight from views (no index kernel, no concatenated temporary: a cat
+    of [frame 0 | cat of previous frames] moved 1.5x the bytes). Backward is written out too, because
+    autograd's own backward of slice writes copies the whole gradient once per write.
+    """
+
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:
+        b, f, n, c = x.shape
+        out = x.new_empty(b, f, 2 * n, c)
+        out[:, :, :n] = x[:, :1]  # frame 0 for every frame (a broadcast copy)
+        out[:, :1, n:] = x[:, :1]  # frame 0's previous frame is itself
+        if f > 1:
+            out[:, 1:, n:] = x[:, :-1]  # frames [0, 1, ..., f-2]
+        return out
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:  # grad: (b, f, 2n, c)
+        n = grad.shape[2] // 2
+        gx = torch.empty_like(grad[:, :, n:])  # (b, f, n, c)
+        gx[:, :-1] = grad[:, 1:, n:]  # frame j was frame j+1's previous frame
+        gx[:, -1:] = 0
+        # frame 0 was also its own previous frame, and every frame's first frame
+        gx[:, :1] += grad[:, :1, n:] + grad[:, :, :n].sum(dim=1, keepdim=True)
+        return gx
+
+
 class SparseCausalAttnProcessor:
     """Self-attention where frame ``i`` queries the keys/values of ``[frame 0 | frame i-1]``.
 
@@ -87,11 +116,7 @@ class SparseCausalAttnProcessor:
 
         The ablations (:mod:`tuneavideo.ablation`) override this method only.
         """
-        x = x.view(b, f, n, -1)  # (b, f, n, c)
-        first = x[:, :1].expand(b, f, n, x.shape[-1])  # frame 0 for every frame: a view, no copy
-        prev = torch.cat([x[:, :1], x[:, :-1]], dim=1) if f > 1 else x  # frames [0, 0, 1, ..., f-2]
-        # One copy into the (b f, 2n, c) keys, straight from views (no index kernel, no gathered temporaries).
-        return torch.cat([first, prev], dim=2).view(b * f, 2 * n, -1)
+        return _SparseCausalGather.apply(x.view(b, f, n, -1)).view(b * f, 2 * n, -1)
 
     def __call__(
         self,

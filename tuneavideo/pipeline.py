@@ -21,6 +21,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from .errors import InputError, ModelLoadError
+from .graphs import loop_unet
 from .hub import is_hub_id, offline_hint
 from .inversion import ddim_invert
 from .progress import ProgressCallback, ProgressReporter
@@ -273,9 +274,9 @@ class TuneAVideoPipeline(DiffusionPipeline):
             raise InputError(f"latents must be (b, 4, f, h, w), got {tuple(latents.shape)}")
         device = self._execution_device
         embeds = self.encode_prompt(prompt, device)
-        self.speed_plan()  # compiled blocks on the fast path
+        plan = self.speed_plan()  # compiled blocks / CUDA graphs on the fast path
         return ddim_invert(
-            self.unet,
+            loop_unet(self.unet, plan.cuda_graphs),
             self.scheduler,
             latents.to(device, self.unet.dtype),
             embeds,
@@ -287,11 +288,15 @@ class TuneAVideoPipeline(DiffusionPipeline):
         )
 
     def _denoise(
-        self, model_input: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor, extra: dict, split: bool
-    ) -> torch.Tensor:
-        """One UNet call on ``(2b, 4, f, h, w)`` (CFG) or ``(b, ...)``; ``split`` runs CFG as two half batches."""
+        self, model_input: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor, extra: dict, split: bool,
+        unet: Any = None,
+    ) -> torch.Tensor:  # fmt: skip
+        """One UNet call on ``(2b, 4, f, h, w)`` (CFG) or ``(b, ...)``; ``split`` runs CFG as two half batches.
+
+        ``unet``: what to call for the whole batch (the loop's :class:`~tuneavideo.graphs.GraphedUNet`).
+        """
         if not split:
-            return self.unet(model_input, t, encoder_hidden_states=embeds, **extra).sample
+            return (unet or self.unet)(model_input, t, encoder_hidden_states=embeds, **extra).sample
         halves = []
         for half in range(2):  # [uncond, cond]: the same maths, half the activation memory
             part = {k: _half_batch(v, half) for k, v in extra.items()}
@@ -398,11 +403,12 @@ class TuneAVideoPipeline(DiffusionPipeline):
         reporter = ProgressReporter(
             "sample", len(timesteps), None if legacy else callback, tqdm_bar=not self._progress_bar_disabled()
         )
+        unet = loop_unet(self.unet, plan.cuda_graphs)  # one graph for this loop, freed with it
         for i, t in enumerate(timesteps):
             model_input = torch.cat([latents] * 2) if do_cfg else latents
             model_input = self.scheduler.scale_model_input(model_input, t)
             extra = unet_kwargs(model_input, t, embeds, i, len(timesteps)) if unet_kwargs is not None else {}
-            noise_pred = self._denoise(model_input, t, embeds, extra, do_cfg and not plan.cfg_one_batch)
+            noise_pred = self._denoise(model_input, t, embeds, extra, do_cfg and not plan.cfg_one_batch, unet)
             noise_pred = noise_pred.to(latents.dtype)
             if do_cfg:
                 uncond, cond = noise_pred.chunk(2)
@@ -412,6 +418,7 @@ class TuneAVideoPipeline(DiffusionPipeline):
             if legacy:
                 callback(i, t, latents)
         reporter.close()
+        del unet  # a captured graph's memory goes before decoding
 
         # 5. decode
         if output_type == "latent":

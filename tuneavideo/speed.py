@@ -10,7 +10,8 @@ One small switch, applied to a pipeline (``pipe.set_speed_mode(mode)``) or to on
   the 8192-key sparse-causal attention on an H200); the clip-level GroupNorm of the ResNets is computed
   from per-frame statistics (no layout copies, one row per frame and group instead of per clip and
   group); tuning runs the UNet in its own half dtype (no autocast) with fp32 master copies of the
-  trained parameters in a fused AdamW. (cuDNN's benchmark mode was measured and left off: no gain per
+  trained parameters in a fused AdamW; inversion and sampling replay each step's UNet call from a CUDA graph
+  (:mod:`tuneavideo.graphs`: one launch instead of ~1,000). (cuDNN's benchmark mode was measured and left off: no gain per
   step, ~28 s of autotuning in a fresh process's first job.) Results match the plain path to fp16 noise (other kernels round in another order).
 - ``"low-vram"``: for 12 GB cards. ``"fast"`` plus gradient checkpointing (mid block included), the
   feed-forwards recomputed inside the checkpointed blocks, the VAE and text encoder on the CPU while
@@ -65,6 +66,7 @@ class SpeedPlan:
     checkpoint_ff: bool = False  # tuning: the feed-forwards recompute inside the checkpointed blocks (low-vram)
     offload_frozen: bool = False  # tuning: the VAE and text encoder wait on the CPU once the clip is encoded
     half_compute: bool = False  # tuning runs the UNet in its own half dtype, fp32 master copies in the optimizer
+    cuda_graphs: bool = False  # inversion / sampling loops replay one captured UNet call (tuneavideo.graphs)
 
     @contextmanager
     def attention_context(self) -> Iterator[None]:
@@ -110,8 +112,9 @@ def speed_plan(mode: str, device: torch.device | str, compile: bool = False) -> 
     if mode == "plain":
         return SpeedPlan(mode, False, False, None, 8, True)
     fast = {"fast_kernels": True, "half_compute": cuda}
-    if mode == "fast":
-        return SpeedPlan(mode, compiled, True, None, 8, True, attention, **fast)  # split CFG measured slower
+    if mode == "fast":  # split CFG measured slower; graphs hold one forward's activations: not in low-vram
+        graphs = cuda and not compiled  # compiled regions inside a captured graph: not measured, so not combined
+        return SpeedPlan(mode, compiled, True, None, 8, True, attention, **fast, cuda_graphs=graphs)
     low = {"checkpoint_ff": True, "offload_frozen": cuda}
     return SpeedPlan(mode, compiled, True, True, 1, False, attention, **fast, **low)  # low-vram
 
