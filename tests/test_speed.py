@@ -194,11 +194,12 @@ def test_cuda_graphs_only_on_the_fast_cuda_path_and_eager_elsewhere(tiny_pipe, m
     assert not speed_plan("low-vram", "cuda").cuda_graphs  # a graph keeps one forward's activations
     assert not speed_plan("fast", "cpu").cuda_graphs  # "fast" on a CPU is the plain plan's kernels, no graphs
     unet = tiny_pipe.unet
-    assert loop_unet(unet, False) is unet
+    assert loop_unet(unet, False, 50) is unet
+    assert loop_unet(unet, True, 2) is unet  # too short to replay a graph: not worth capturing
     monkeypatch.setenv("TUNEAVIDEO_CUDA_GRAPHS", "0")
-    assert loop_unet(unet, True) is unet  # the kill switch
+    assert loop_unet(unet, True, 50) is unet  # the kill switch
     monkeypatch.delenv("TUNEAVIDEO_CUDA_GRAPHS")
-    graphed = loop_unet(unet, True)
+    graphed = loop_unet(unet, True, 50)
     assert isinstance(graphed, GraphedUNet)
     x = torch.randn(1, 4, 2, 16, 16, generator=torch.Generator().manual_seed(1))
     e = torch.randn(1, 77, unet.config.cross_attention_dim, generator=torch.Generator().manual_seed(2))

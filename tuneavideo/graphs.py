@@ -73,9 +73,7 @@ class GraphedUNet:
         self, key: tuple, sample: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor
     ) -> UNet2DConditionOutput:
         self._key, self._captured = None, None  # a new shape: the old graph and its memory go first
-        static = _Captured(
-            torch.cuda.CUDAGraph(), sample.clone(), t.to(sample.device).clone(), embeds.clone(), sample
-        )
+        static = _Captured(torch.cuda.CUDAGraph(), sample.clone(), t.to(sample.device).clone(), embeds.clone(), sample)
         # Eager warm-up on a side stream (lazy library initialisation must not happen while capturing);
         # its output is this step's result, so the warm-up costs nothing.
         side = torch.cuda.Stream(sample.device)
@@ -85,7 +83,9 @@ class GraphedUNet:
         torch.cuda.current_stream(sample.device).wait_stream(side)
         result.record_stream(torch.cuda.current_stream(sample.device))  # used (and freed) on the caller's stream
         try:
-            with torch.cuda.graph(static.graph, stream=side):  # captured on the stream that was warmed up
+            # captured on the stream that was warmed up; "thread_local": the app's other threads (status polls,
+            # another session's CPU work) may use CUDA meanwhile without breaking the capture or erroring themselves
+            with torch.cuda.graph(static.graph, stream=side, capture_error_mode="thread_local"):
                 static.out = self.unet(static.sample, static.timestep, encoder_hidden_states=static.embeds).sample
         except Exception as exc:  # a kernel that cannot be captured here: stay eager for this loop
             self.failed = f"{type(exc).__name__}: {exc}"
@@ -96,9 +96,14 @@ class GraphedUNet:
         return UNet2DConditionOutput(sample=result)
 
 
-def loop_unet(unet: torch.nn.Module, use_graphs: bool) -> Any:
-    """What a sampling / inversion loop should call: a :class:`GraphedUNet` when ``use_graphs``, else ``unet``."""
-    return GraphedUNet(unet) if use_graphs and graphs_enabled() else unet
+# A graph pays off from its second replay: the first call runs eagerly and the second is captured and replayed.
+MIN_GRAPHED_STEPS = 3
+
+
+def loop_unet(unet: torch.nn.Module, use_graphs: bool, steps: int) -> Any:
+    """What a ``steps``-call sampling / inversion loop should call: a :class:`GraphedUNet` when ``use_graphs``
+    (and the loop is long enough to replay a graph), else ``unet`` itself."""
+    return GraphedUNet(unet) if use_graphs and steps >= MIN_GRAPHED_STEPS and graphs_enabled() else unet
 
 
 __all__ = ["GraphedUNet", "graphs_enabled", "loop_unet"]

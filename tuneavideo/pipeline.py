@@ -276,7 +276,7 @@ class TuneAVideoPipeline(DiffusionPipeline):
         embeds = self.encode_prompt(prompt, device)
         plan = self.speed_plan()  # compiled blocks / CUDA graphs on the fast path
         return ddim_invert(
-            loop_unet(self.unet, plan.cuda_graphs),
+            loop_unet(self.unet, plan.cuda_graphs, num_inference_steps),
             self.scheduler,
             latents.to(device, self.unet.dtype),
             embeds,
@@ -403,7 +403,7 @@ class TuneAVideoPipeline(DiffusionPipeline):
         reporter = ProgressReporter(
             "sample", len(timesteps), None if legacy else callback, tqdm_bar=not self._progress_bar_disabled()
         )
-        unet = loop_unet(self.unet, plan.cuda_graphs)  # one graph for this loop, freed with it
+        unet = loop_unet(self.unet, plan.cuda_graphs, len(timesteps))  # one graph for this loop, freed with it
         for i, t in enumerate(timesteps):
             model_input = torch.cat([latents] * 2) if do_cfg else latents
             model_input = self.scheduler.scale_model_input(model_input, t)
