@@ -2,7 +2,10 @@
 
 Writes an SD-1.5-sized pipeline folder with random weights (no download; the compute is the real model's),
 makes ``--jobs`` clips, and runs them as a batch on 1 GPU and then on all GPUs Ray sees (one worker per GPU,
-each keeping the base loaded). Prints JSON with jobs per hour and the speed-up; ``--out`` writes it.
+each keeping the base loaded). An untimed one-job batch runs first (``--no-warmup`` skips it): a fresh machine's
+one-time warm-up (~15 s of the first tune measured on an H200 host) would otherwise fall on the 1-GPU leg only.
+Each leg still starts its own Ray, workers and models. Per leg it reports each worker's busy seconds and the
+wall time beyond the busiest worker's (Ray's own start-up and scheduling). Prints JSON with jobs per hour and the speed-up; ``--out`` writes it.
 
     python benchmarks/batch_scale.py --jobs 4 --frames 8 --size 512 --tune-steps 100 --out benchmarks/batch_h200x2.json
 """
@@ -59,30 +62,52 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     spec, TuneConfig(max_train_steps=args.tune_steps), InvertConfig(args.steps),
                     SampleConfig(args.steps, 12.5, seed=i)) for i, c in enumerate(clips)]  # fmt: skip
         gpus = torch.cuda.device_count()
-        results = {}
-        for n in sorted({1, gpus}):
-            os.environ.update(BENCH_FRAMES=str(args.frames), BENCH_SIZE=str(args.size))
-            here = str(Path(__file__).resolve().parent)
-            env = {"env_vars": {"PYTHONPATH": f"{here}:{Path(here).parent}:{os.environ.get('PYTHONPATH', '')}"}}
-            if video_io != "pyav":  # the workers need the same stub as this process
-                env["worker_process_setup_hook"] = "job_time.stub_from_env"
+        os.environ.update(BENCH_FRAMES=str(args.frames), BENCH_SIZE=str(args.size))
+        here = str(Path(__file__).resolve().parent)
+        env = {"env_vars": {"PYTHONPATH": f"{here}:{Path(here).parent}:{os.environ.get('PYTHONPATH', '')}"}}
+        if video_io != "pyav":  # the workers need the same stub as this process
+            env["worker_process_setup_hook"] = "job_time.stub_from_env"
+
+        def leg(n: int, todo: list, out: Path) -> tuple[float, dict]:
             ray.init(num_gpus=n, include_dashboard=False, log_to_driver=True, runtime_env=env)
             started = time.perf_counter()
-            summary = run_batch(jobs, Path(tmp) / f"out{n}", gpus_per_job=1.0)
+            summary = run_batch(todo, out, gpus_per_job=1.0)
             seconds = time.perf_counter() - started
             ray.shutdown()
+            return seconds, summary
+
+        warmup = None
+        if args.warmup:  # one job first, untimed: the machine's one-time warm-up then favours neither leg
+            seconds, summary = leg(1, jobs[:1], Path(tmp) / "warmup")
+            warmup = {"seconds": round(seconds, 1), "job_timings": summary["jobs"][0].get("timings")}
+        results = {}
+        for n in sorted({1, gpus}):
+            seconds, summary = leg(n, jobs, Path(tmp) / f"out{n}")
             results[n] = {"seconds": round(seconds, 1), "done": summary["done"], "failed": summary["failed"],
                           "jobs_per_gpu_hour": round(args.jobs / seconds * 3600 / n, 1),
                           "job_seconds": [j["seconds"] for j in summary["jobs"]],
                           "job_timings": [j.get("timings") for j in summary["jobs"]],
+                          **worker_split(summary["jobs"], seconds),
                           "errors": [j.get("error") for j in summary["jobs"] if j.get("error")]}  # fmt: skip
     speedup = results[1]["seconds"] / results[gpus]["seconds"] if gpus > 1 else 1.0
     return {
         "gpu": torch.cuda.get_device_name(0), "gpus": gpus, "date": datetime.date.today().isoformat(),
         "torch": torch.__version__, "video_io": video_io, "jobs": args.jobs, "frames": args.frames,
-        "size": args.size, "tune_steps": args.tune_steps, "ddim_steps": args.steps, "runs": results,
-        "throughput_speedup": round(speedup, 2),
+        "size": args.size, "tune_steps": args.tune_steps, "ddim_steps": args.steps, "warmup": warmup,
+        "runs": results, "throughput_speedup": round(speedup, 2),
     }  # fmt: skip
+
+
+def worker_split(reports: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    """Seconds each worker spent in jobs, and the batch's wall time beyond the busiest worker's (Ray's start-up,
+    scheduling and the summary: what no job's own time shows)."""
+    busy: dict[str, float] = {}
+    for report in reports:
+        busy[report.get("worker", "?")] = busy.get(report.get("worker", "?"), 0.0) + report["seconds"]
+    return {
+        "worker_busy_s": sorted(round(b, 1) for b in busy.values()),
+        "overhead_s": round(seconds - max(busy.values(), default=0.0), 1),
+    }
 
 
 def main() -> None:
@@ -90,6 +115,7 @@ def main() -> None:
 
     ap = job_parser(__doc__, frames=8, tune_steps=100)
     ap.add_argument("--jobs", type=int, default=4)
+    ap.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip the untimed one-job warm-up")
     args = ap.parse_args()
     emit(run(args), args.out)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,8 @@ def test_a_batch_runs_every_job_and_reports_failures(jobs_file: Path, tmp_path: 
     square = summary["jobs"][0]
     assert set(square["timings"]) == {"read", "load", "tune", "invert", "edits"}  # where the job's time went
     assert sum(square["timings"].values()) <= square["seconds"] + 0.05
+    workers = {job["name"]: job.get("worker", "") for job in summary["jobs"]}
+    assert all(re.fullmatch(r".+:\d+", workers[name]) for name in ("square", "no-such-clip")), workers
     edits = sorted(Path(p).name for p in square["outputs"] if p.endswith(".mp4"))
     assert edits == ["a-blue-square-moving-right-2.mp4", "a-blue-square-moving-right.mp4"]  # distinct names
     from tuneavideo.store import RunFolder

@@ -26,6 +26,8 @@ job's outputs, time and error.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -171,6 +173,7 @@ class JobRunner:
         """Run ``job`` into its folder under ``out``; never raises: failures come back as ``status: failed``."""
         started = time.perf_counter()
         report: dict[str, Any] = {"name": job.name, "video": job.video, "status": "failed", "outputs": []}
+        report["worker"] = f"{socket.gethostname()}:{os.getpid()}"  # which process ran it (a worker's first job loads)
         try:
             if job.error:
                 raise InputError(job.error)
