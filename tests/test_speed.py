@@ -196,6 +196,9 @@ def test_cuda_graphs_only_on_the_fast_cuda_path_and_eager_elsewhere(tiny_pipe, m
     unet = tiny_pipe.unet
     assert loop_unet(unet, False, 50) is unet
     assert loop_unet(unet, True, 2) is unet  # too short to replay a graph: not worth capturing
+    monkeypatch.setattr(unet, "_hf_hook", object(), raising=False)
+    assert loop_unet(unet, True, 50) is unet  # CPU offload moves weights inside forward: eager
+    monkeypatch.delattr(unet, "_hf_hook")
     monkeypatch.setenv("TUNEAVIDEO_CUDA_GRAPHS", "0")
     assert loop_unet(unet, True, 50) is unet  # the kill switch
     monkeypatch.delenv("TUNEAVIDEO_CUDA_GRAPHS")

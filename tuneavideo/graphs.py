@@ -13,8 +13,8 @@ activation memory of one forward, in its private pool) is freed with the wrapper
 loop, so tuning, weight swaps and mode changes between loops can never meet a stale graph.
 
 Calls that do not fit a fixed graph run eagerly: with gradients, extra UNet arguments (control
-residuals change every step), on a non-CUDA device, or after a capture failed once (a warning says
-why). ``TUNEAVIDEO_CUDA_GRAPHS=0`` turns graphs off everywhere.
+residuals change every step), on a non-CUDA device, with accelerate's CPU-offload hooks, or after a capture
+failed once (a warning says why). ``TUNEAVIDEO_CUDA_GRAPHS=0`` turns graphs off everywhere.
 """
 
 from __future__ import annotations
@@ -103,7 +103,11 @@ MIN_GRAPHED_STEPS = 3
 def loop_unet(unet: torch.nn.Module, use_graphs: bool, steps: int) -> Any:
     """What a ``steps``-call sampling / inversion loop should call: a :class:`GraphedUNet` when ``use_graphs``
     (and the loop is long enough to replay a graph), else ``unet`` itself."""
-    return GraphedUNet(unet) if use_graphs and steps >= MIN_GRAPHED_STEPS and graphs_enabled() else unet
+    # accelerate's offload hooks move weights inside forward: a replay would skip them (and capture refuses the
+    # host copies), so an offloaded UNet stays eager
+    offloaded = getattr(unet, "_hf_hook", None) is not None
+    graphed = use_graphs and steps >= MIN_GRAPHED_STEPS and not offloaded and graphs_enabled()
+    return GraphedUNet(unet) if graphed else unet
 
 
 __all__ = ["GraphedUNet", "graphs_enabled", "loop_unet"]
