@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import sys
 import time
 import warnings
@@ -127,6 +128,7 @@ def measure_tuning(pipe: Any, frames: np.ndarray, mode: str, steps: int, clock: 
         "tune_peak_gib": clock.peak_gib(),
         "losses": [round(x, 6) for x in delta.losses],
         "skipped_steps": delta.record.get("skipped_steps"),
+        "cuda_graph_steps": delta.record.get("cuda_graph_steps"),
     }
 
 
@@ -197,6 +199,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     clock = Clock(device)
+    if args.train_graphs:
+        os.environ["TUNEAVIDEO_TRAIN_GRAPHS"] = "1"
     result: dict[str, Any] = {
         "gpu": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "date": datetime.date.today().isoformat(),
@@ -206,6 +210,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "dtype": str(dtype),
         "tune_steps_timed": args.tune_steps,
         "ddim_steps": args.steps,
+        "train_graphs": bool(args.train_graphs),
         "cells": [],
     }
     t0 = time.perf_counter()
@@ -304,6 +309,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--tiny", action="store_true", help="tiny random models (a smoke test of this script)")
     ap.add_argument("--out", help="write OUT.json and OUT.md")
+    ap.add_argument("--train-graphs", action="store_true", help="opt in to CUDA graphs for tuning steps (fast mode)")
     args = ap.parse_args()
     result = run(args)
     print(json.dumps(result))

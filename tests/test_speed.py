@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -211,3 +212,57 @@ def test_cuda_graphs_only_on_the_fast_cuda_path_and_eager_elsewhere(tiny_pipe, m
         for _ in range(2):  # on a CPU every call is the eager call: nothing captured, nothing replayed
             assert torch.equal(graphed(x, torch.tensor(10), e).sample, want)
     assert graphed.replays == 0 and graphed.failed is None
+
+
+class _FakeCapture:
+    """Stands in for the CUDA stream and graph: "capturing" runs nothing; a replay re-runs the recorded step on
+    the captured argument buffers and writes into the output buffers, as a graph replay does."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail, self.warm_calls = fail, 0
+
+    def warm(self, fn):
+        self.warm_calls += 1
+        return fn()
+
+    def capture(self, fn):
+        if self.fail:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        out = (torch.zeros(()), torch.zeros((), dtype=torch.bool))
+
+        def replay():
+            loss, skipped = fn()
+            out[0].copy_(loss)
+            out[1].copy_(skipped)
+
+        return out, replay
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_graphed_tuning_step_feeds_fresh_inputs_through_its_buffers(fail):
+    from tuneavideo.graphs import GraphedTrainStep
+    from tuneavideo.tuning import _MixedPrecisionStep
+
+    def run(graphed: bool):
+        torch.manual_seed(0)
+        layer = torch.nn.Linear(4, 4)
+        opt = torch.optim.AdamW(layer.parameters(), lr=1e-2)
+        step = _MixedPrecisionStep(opt, list(layer.parameters()), "fp16", torch.device("cpu"), 1.0)
+        capture = _FakeCapture(fail)
+        fn = GraphedTrainStep(step, warmup=2, capture=capture) if graphed else step
+        gen = torch.Generator().manual_seed(1)
+        losses = []
+        for _ in range(6):  # new inputs every step, as tuning draws fresh latents, noise and timesteps
+            x, target = torch.randn(3, 4, generator=gen), torch.randn(3, 4, generator=gen)
+            losses.append(fn(lambda m, a, b: ((m(a) - b) ** 2).mean(), layer, x, target))
+        return losses, fn, capture
+
+    eager, _, _ = run(False)
+    with pytest.warns(UserWarning, match="tuning eagerly") if fail else contextlib.nullcontext():
+        graphed, fn, capture = run(True)
+    assert graphed == eager  # the same steps, bit for bit: every input went through the buffers
+    assert capture.warm_calls == 2 and fn.skipped == 0
+    if fail:  # the step's bookkeeping was reset and the run went on eagerly, with the reason kept
+        assert fn.replays == 0 and "not permitted" in fn.failed
+    else:
+        assert fn.replays == 4 and fn.failed is None

@@ -96,7 +96,7 @@ class GraphedUNet:
         return UNet2DConditionOutput(sample=result)
 
 
-# A graph pays off from its second replay: the first call runs eagerly and the second is captured and replayed.
+# The first call runs eagerly and is then captured (about one call of CPU time); every later call replays it.
 MIN_GRAPHED_STEPS = 3
 
 
@@ -111,3 +111,94 @@ def loop_unet(unet: torch.nn.Module, use_graphs: bool, steps: int) -> Any:
 
 
 __all__ = ["GraphedUNet", "graphs_enabled", "loop_unet"]
+
+
+# ------------------------------------------------------------------------------------------ tuning
+def train_graphs_enabled() -> bool:
+    """True when ``TUNEAVIDEO_TRAIN_GRAPHS=1``: tuning steps replayed from a CUDA graph (opt-in until measured)."""
+    return os.environ.get("TUNEAVIDEO_TRAIN_GRAPHS", "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+class _CudaCapture:
+    """The CUDA side of :class:`GraphedTrainStep`: eager steps and the capture on one side stream."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.side = torch.cuda.Stream(device)
+        self.graph: torch.cuda.CUDAGraph | None = None
+
+    def warm(self, fn: Any) -> Any:
+        # Warm-up steps on the capture stream (as PyTorch's whole-network capture recipe does): lazily created
+        # optimizer, scaler and library state exists before capturing.
+        self.side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self.side):
+            out = fn()
+        torch.cuda.current_stream(self.device).wait_stream(self.side)
+        return out
+
+    def capture(self, fn: Any) -> tuple[Any, Any]:
+        """Record ``fn``'s kernels (nothing runs); returns its output tensors and the replay function."""
+        torch.cuda.synchronize(self.device)
+        torch.cuda.empty_cache()  # the eager steps' cached blocks go back before the graph's own pool fills
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, stream=self.side, capture_error_mode="thread_local"):
+            out = fn()
+        return out, self.graph.replay
+
+
+class GraphedTrainStep:
+    """A tuning step (forward, backward, clipping, optimizer, master copy) replayed from one CUDA graph.
+
+    Wraps :class:`tuneavideo.tuning._MixedPrecisionStep` (its ``ops`` never synchronise with the host). The
+    first ``warmup`` steps run eagerly and create the optimizer and scaler state; the next step is captured
+    and then replayed, as is every later one, with its fresh inputs (latents, noise, timesteps) copied into
+    the graph's buffers. The fp16 scaler's skips and the step counter stay on the GPU. A capture that
+    fails leaves the step's bookkeeping reset and the run eager, with a warning.
+    """
+
+    def __init__(self, step: Any, warmup: int = 2, capture: Any = None) -> None:
+        self.step, self.warmup = step, warmup
+        self._capture = capture  # _CudaCapture, made on the first CUDA call (tests pass another)
+        self._static: list | None = None  # the captured step's arguments (tensors are its input buffers)
+        self._out: Any = None  # the captured step's (loss, skipped) output buffers
+        self._replay: Any = None
+        self.calls = 0
+        self.replays = 0
+        self.failed: str | None = None
+
+    @property
+    def skipped(self) -> int:
+        return self.step.skipped
+
+    def __call__(self, loss_fn: Any, *args: Any) -> float:
+        if self._capture is None:
+            tensors = [a for a in args if torch.is_tensor(a)]
+            if self.failed or not tensors or tensors[0].device.type != "cuda":
+                return self.step(loss_fn, *args)
+            self._capture = _CudaCapture(tensors[0].device)
+        if self.failed:
+            return self.step(loss_fn, *args)
+        self.calls += 1
+        if self._replay is None:
+            if self.calls <= self.warmup:
+                return self.step.finish(*self._capture.warm(lambda: self.step.ops(loss_fn, *args)))
+            static = [a.clone() if torch.is_tensor(a) else a for a in args]
+            try:
+                self._out, self._replay = self._capture.capture(lambda: self.step.ops(loss_fn, *static))
+            except Exception as exc:  # something in the step cannot be captured here: tune eagerly
+                self.failed = f"{type(exc).__name__}: {exc}"
+                warnings.warn(
+                    f"CUDA graph capture of the tuning step failed, tuning eagerly: {self.failed}", stacklevel=2
+                )
+                self.step.reset()
+                return self.step(loss_fn, *args)
+            self._static = static
+        for buffer, value in zip(self._static, args, strict=True):
+            if torch.is_tensor(buffer):
+                buffer.copy_(value)
+        self._replay()
+        self.replays += 1
+        return self.step.finish(*self._out)
+
+
+__all__ += ["GraphedTrainStep", "train_graphs_enabled"]

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from .config import TuneConfig, VideoSpec, config_to_dict
 from .errors import InputError
+from .graphs import GraphedTrainStep, train_graphs_enabled
 from .pipeline import video_to_tensor
 from .progress import ProgressCallback, ProgressReporter
 from .speed import SpeedMode
@@ -129,6 +130,8 @@ def tune(
     # the optimizer keeps fp32 master copies of the trained parameters.
     half = plan.half_compute and _PRECISION_DTYPES.get(precision) == unet.dtype
     compute_dtype = unet.dtype if precision == "no" else torch.float32  # latents, noise, targets
+    # Opt-in until measured on a GPU: the whole step replayed from a CUDA graph (fast path, no checkpointing).
+    graphed = plan.cuda_graphs and half and not checkpointing and device.type == "cuda" and train_graphs_enabled()
     losses: list[float] = []
     started = time.perf_counter()
     with (
@@ -142,10 +145,13 @@ def tune(
             weight_decay=config.adam_weight_decay,
             eps=config.adam_epsilon,
             **({"fused": True} if plan.fused_adamw else {}),
+            **({"capturable": True} if graphed else {}),  # its step count stays on the GPU
         )
-        step_fn = _MixedPrecisionStep(
+        step_fn: Any = _MixedPrecisionStep(
             optimizer, params, precision, device, config.max_grad_norm, list(trainable.values()) if half else None
         )
+        if graphed:
+            step_fn = GraphedTrainStep(step_fn)
         embeds = prompt_embeds.to(unet.dtype if half else compute_dtype)  # the UNet's input dtype
         reporter = ProgressReporter("tune", config.max_train_steps, callback, tqdm_bar=progress_bar)
         try:
@@ -168,6 +174,7 @@ def tune(
         finally:
             reporter.close()
             skipped = step_fn.skipped
+            graph_steps = getattr(step_fn, "replays", None)
             del optimizer, step_fn
 
     record = {
@@ -186,6 +193,7 @@ def tune(
         "device": str(device),
         "steps": len(losses),
         "skipped_steps": skipped,  # fp16 loss scaling: steps whose gradients overflowed and were not applied
+        "cuda_graph_steps": graph_steps,  # steps replayed from a CUDA graph (None: not graphed)
         "final_loss": losses[-1] if losses else None,
         "mean_loss_last_10": float(np.mean(losses[-10:])) if losses else None,
         "seconds": round(time.perf_counter() - started, 2),
@@ -323,17 +331,25 @@ class _MixedPrecisionStep:
 
     def __call__(self, loss_fn: Any, *args: Any) -> float:
         """``loss_fn(*args)`` under autocast (or in half), backward, clip, step; returns the loss."""
+        return self.finish(*self.ops(loss_fn, *args))
+
+    def ops(self, loss_fn: Any, *args: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The step's GPU work with no host synchronisation (so a CUDA graph can capture it).
+
+        Returns the loss and, with fp16 loss scaling, a flag that is true when the scaler skipped the step.
+        """
         with torch.autocast(self.device_type, dtype=self.dtype or torch.float32, enabled=self.autocast):
             loss = loss_fn(*args)
+        skipped = None
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self._grads_to_masters()
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
-            scale = self.scaler.get_scale()
+            scale = self.scaler._scale.clone()  # the scale tensor itself: get_scale() would synchronise
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            self.skipped += int(self.scaler.get_scale() < scale)  # update() backs off only after a skipped step
+            skipped = self.scaler._scale < scale  # update() backs off only after a skipped step
         else:
             loss.backward()
             self._grads_to_masters()
@@ -343,7 +359,21 @@ class _MixedPrecisionStep:
         if self.half_params is not None:
             with torch.no_grad():
                 torch._foreach_copy_(self.half_params, self.params)  # updated masters, rounded to half
-        return float(loss.detach())
+        return loss.detach(), skipped
+
+    def finish(self, loss: torch.Tensor, skipped: torch.Tensor | None) -> float:
+        """Read a step's results on the host: count a skipped step, return the loss."""
+        if skipped is not None:
+            self.skipped += int(skipped)
+        return float(loss)
+
+    def reset(self) -> None:
+        """Drop the gradients and the scaler's per-step bookkeeping of a step that never finished."""
+        self.optimizer.zero_grad(set_to_none=True)
+        for half in self.half_params or []:
+            half.grad = None
+        if self.scaler is not None:
+            self.scaler._per_optimizer_states.clear()  # a defaultdict: the next step starts fresh
 
     def _grads_to_masters(self) -> None:
         if self.half_params is None:
