@@ -63,9 +63,10 @@ def test_attention_kernel_names(tiny_pipe):
 
 def test_imports_run_one_way():
     pkg = Path(__file__).resolve().parent.parent / "tuneavideo"
-    for name in ("unet.py", "pipeline.py", "weights.py", "attention.py", "speed.py", "inversion.py"):
+    for name in ("unet.py", "pipeline.py", "weights.py", "attention.py", "speed.py", "inversion.py", "graphs.py"):
         assert not re.search(r"from \.loading|import loading", (pkg / name).read_text()), name
-    for name in ("attention.py", "unet.py", "pipeline.py", "inversion.py", "tuning.py", "loading.py", "weights.py"):
+    for name in ("attention.py", "unet.py", "pipeline.py", "inversion.py", "tuning.py", "loading.py", "weights.py",
+                 "graphs.py"):  # fmt: skip
         text = (pkg / name).read_text()
         assert "torch.manual_seed" not in text and "_reset_state" not in text, name
 
