@@ -267,3 +267,18 @@ def test_a_graphed_tuning_step_feeds_fresh_inputs_through_its_buffers(fail):
         assert fn.replays == 0 and "not permitted" in fn.failed
     else:
         assert fn.replays == 4 and fn.failed is None
+
+
+def test_compiles_are_cached_beside_the_tuned_weights(tmp_path, monkeypatch):
+    import os
+
+    from tuneavideo.speed import persistent_compile_cache
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("TUNEAVIDEO_CACHE_DIR", str(tmp_path / "cache"))
+    assert persistent_compile_cache() == tmp_path / "cache" / "inductor"
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "cache" / "inductor")  # where Inductor looks
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    assert persistent_compile_cache(tmp_path / "other") == tmp_path / "mine"  # the user's own choice wins
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    assert persistent_compile_cache(tmp_path / "other") == tmp_path / "other" / "inductor"  # --cache-dir

@@ -30,9 +30,11 @@ The mode is resolved against the pipeline's device when it is used, so ``pipe.to
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 import torch
@@ -147,6 +149,23 @@ def _compilable_blocks(unet: nn.Module) -> list[nn.Module]:
     return [m for m in unet.modules() if isinstance(m, (BasicTransformerBlock, ResnetBlock2D))]
 
 
+def persistent_compile_cache(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where Inductor keeps compiled graphs and kernels: ``TORCHINDUCTOR_CACHE_DIR`` when set, else (and set to)
+    ``<cache dir>/inductor`` (``cache_dir``, ``TUNEAVIDEO_CACHE_DIR`` or ``~/.cache/tuneavideo``).
+
+    Inductor's own default is under ``/tmp``, which a restarted container (a Space) loses; beside the tuned
+    weights (``/data`` with persistent storage) a restarted app finds the compiles of its previous life.
+    """
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+    if cache_dir is None:
+        home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        cache_dir = os.environ.get("TUNEAVIDEO_CACHE_DIR") or str(Path(home) / "tuneavideo")
+    folder = Path(cache_dir) / "inductor"
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)  # read by Inductor whenever it compiles
+    return folder
+
+
 def compile_unet_blocks(unet: nn.Module, backend: str = "inductor") -> None:
     """Regional compile: each transformer / resnet block's ``forward`` and each temporal hook.
 
@@ -190,6 +209,7 @@ def apply_speed_mode(pipe: Any, mode: str, compile: bool = False) -> SpeedPlan:
     plan = speed_plan(mode, pipe._execution_device, compile)
     unet = pipe.unet
     if plan.compile_blocks:
+        persistent_compile_cache()
         compile_unet_blocks(unet)
     else:
         uncompile_unet_blocks(unet)
