@@ -141,7 +141,9 @@ class _CudaCapture:
         torch.cuda.synchronize(self.device)
         torch.cuda.empty_cache()  # the eager steps' cached blocks go back before the graph's own pool fills
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, stream=self.side, capture_error_mode="thread_local"):
+        # The default "global" error mode, unlike sampling's: the backward runs on autograd's own device threads,
+        # and an unsafe call there must fail the capture rather than be left out of the graph.
+        with torch.cuda.graph(self.graph, stream=self.side):
             out = fn()
         return out, self.graph.replay
 
