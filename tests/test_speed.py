@@ -282,3 +282,30 @@ def test_compiles_are_cached_beside_the_tuned_weights(tmp_path, monkeypatch):
     assert persistent_compile_cache(tmp_path / "other") == tmp_path / "mine"  # the user's own choice wins
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
     assert persistent_compile_cache(tmp_path / "other") == tmp_path / "other" / "inductor"  # --cache-dir
+
+
+class _FakeStream:
+    """Stands in for the side stream of a sampling loop: "capturing" runs the (side-effect free) forward once to
+    shape the output buffer; a replay re-runs it on the captured input buffers and writes into that buffer."""
+
+    def warm(self, fn):
+        return fn()
+
+    def capture(self, fn):
+        out = fn().clone()
+        return out, lambda: out.copy_(fn())
+
+
+def test_a_graphed_unet_feeds_every_call_through_its_buffers(tiny_pipe):
+    from tuneavideo.graphs import GraphedUNet
+
+    unet = tiny_pipe.unet
+    graphed = GraphedUNet(unet, capture=_FakeStream())
+    gen = torch.Generator().manual_seed(3)
+    e = torch.randn(1, 77, unet.config.cross_attention_dim, generator=gen)
+    with torch.no_grad():
+        for frames, t in ((2, 900), (2, 500), (2, 100), (3, 50), (3, 10)):  # a new shape is captured afresh
+            x = torch.randn(1, 4, frames, 16, 16, generator=gen)
+            want = unet(x, torch.tensor(t), encoder_hidden_states=e).sample
+            torch.testing.assert_close(graphed(x, torch.tensor(t), e).sample, want, rtol=0, atol=0)
+    assert graphed.replays == 3 and graphed.failed is None  # 2 calls captured, 3 replayed

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -33,66 +32,95 @@ def graphs_enabled() -> bool:
     return os.environ.get("TUNEAVIDEO_CUDA_GRAPHS", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-@dataclass
-class _Captured:
-    graph: torch.cuda.CUDAGraph
-    sample: torch.Tensor  # (b, 4, f, h, w) input buffer
-    timestep: torch.Tensor  # 0-d or (b,) input buffer, on the GPU
-    embeds: torch.Tensor  # (b, n, d) input buffer
-    out: torch.Tensor  # (b, 4, f, h, w) output buffer, overwritten by every replay
+class _SideStream:
+    """Eager warm-up calls and one graph capture, on one side stream (PyTorch's capture recipe): library
+    handles, optimizer and scaler state are created by the eager calls, never while capturing."""
+
+    def __init__(self, device: torch.device, error_mode: str = "global", free_cache: bool = False) -> None:
+        self.device, self.error_mode, self.free_cache = device, error_mode, free_cache
+        self.side = torch.cuda.Stream(device)
+
+    def warm(self, fn: Any) -> Any:
+        """``fn()`` run eagerly on the side stream; its tensors are then safe to use on the caller's stream."""
+        current = torch.cuda.current_stream(self.device)
+        self.side.wait_stream(current)
+        with torch.cuda.stream(self.side):
+            out = fn()
+        current.wait_stream(self.side)
+        for tensor in out if isinstance(out, tuple) else (out,):
+            if torch.is_tensor(tensor):
+                tensor.record_stream(current)  # used (and freed) on the caller's stream
+        return out
+
+    def capture(self, fn: Any) -> tuple[Any, Any]:
+        """Record ``fn``'s kernels (nothing runs); returns its output tensors and the replay function."""
+        if self.free_cache:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()  # the eager steps' cached blocks go back before the graph's own pool fills
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=self.side, capture_error_mode=self.error_mode):
+            out = fn()
+        return out, graph.replay  # the bound replay keeps the graph (and its memory pool) alive
+
+
+def _copy_in_and_replay(replay: Any, buffers: Any, values: Any) -> None:
+    """Copy a call's fresh inputs into the captured call's buffers (non-tensors are fixed), then replay it."""
+    for buffer, value in zip(buffers, values, strict=True):
+        if torch.is_tensor(buffer):
+            buffer.copy_(value)  # a CPU value (inversion's timestep) is copied in outside the graph
+    replay()
 
 
 class GraphedUNet:
     """``unet(sample, t, encoder_hidden_states=...)`` for one loop, replayed from a CUDA graph when it can be."""
 
-    def __init__(self, unet: torch.nn.Module) -> None:
+    def __init__(self, unet: torch.nn.Module, capture: Any = None) -> None:
         self.unet = unet
+        self._stream = capture  # a _SideStream, made on the first capture (tests pass another)
         self._key: tuple | None = None
-        self._captured: _Captured | None = None
+        self._static: tuple | None = None  # the captured call's (sample, timestep, embeds) input buffers
+        self._out: torch.Tensor | None = None  # its output buffer, overwritten by every replay
+        self._replay: Any = None
         self.failed: str | None = None  # why capture was given up (then every call is eager)
         self.replays = 0
 
     def __call__(
         self, sample: torch.Tensor, timestep: Any, encoder_hidden_states: torch.Tensor, **extra: Any
     ) -> UNet2DConditionOutput:
-        if extra or self.failed or torch.is_grad_enabled() or sample.device.type != "cuda" or not graphs_enabled():
+        eager = sample.device.type != "cuda" and self._stream is None
+        if extra or self.failed or eager or torch.is_grad_enabled() or not graphs_enabled():
             return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, **extra)
         t = timestep if torch.is_tensor(timestep) else torch.tensor(timestep)
         key = (sample.shape, sample.dtype, t.shape, t.dtype, encoder_hidden_states.shape, encoder_hidden_states.dtype)
         if key != self._key:
             return self._capture(key, sample, t, encoder_hidden_states)
-        c = self._captured
-        c.sample.copy_(sample)
-        c.timestep.copy_(t)  # a CPU timestep (inversion's scheduler) is copied in outside the graph
-        c.embeds.copy_(encoder_hidden_states)
-        c.graph.replay()
+        _copy_in_and_replay(self._replay, self._static, (sample, t, encoder_hidden_states))
         self.replays += 1
-        return UNet2DConditionOutput(sample=c.out.clone())  # the next replay overwrites c.out
+        return UNet2DConditionOutput(sample=self._out.clone())  # the next replay overwrites the buffer
 
     def _capture(
         self, key: tuple, sample: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor
     ) -> UNet2DConditionOutput:
-        self._key, self._captured = None, None  # a new shape: the old graph and its memory go first
-        static = _Captured(torch.cuda.CUDAGraph(), sample.clone(), t.to(sample.device).clone(), embeds.clone(), sample)
-        # Eager warm-up on a side stream (lazy library initialisation must not happen while capturing);
-        # its output is this step's result, so the warm-up costs nothing.
-        side = torch.cuda.Stream(sample.device)
-        side.wait_stream(torch.cuda.current_stream(sample.device))
-        with torch.cuda.stream(side):
-            result = self.unet(static.sample, static.timestep, encoder_hidden_states=static.embeds).sample
-        torch.cuda.current_stream(sample.device).wait_stream(side)
-        result.record_stream(torch.cuda.current_stream(sample.device))  # used (and freed) on the caller's stream
+        self._key = self._static = self._out = self._replay = None  # a new shape: the old graph and its memory go
+        static = (sample.clone(), t.to(sample.device).clone(), embeds.clone())
+
+        def run() -> torch.Tensor:
+            return self.unet(static[0], static[1], encoder_hidden_states=static[2]).sample
+
+        if self._stream is None:
+            # "thread_local": the app's other threads (status polls, another session's CPU work) may use CUDA
+            # meanwhile without breaking the capture or erroring themselves
+            self._stream = _SideStream(sample.device, error_mode="thread_local")
+        result = self._stream.warm(run)  # this step's result, so the warm-up costs nothing
         try:
-            # captured on the stream that was warmed up; "thread_local": the app's other threads (status polls,
-            # another session's CPU work) may use CUDA meanwhile without breaking the capture or erroring themselves
-            with torch.cuda.graph(static.graph, stream=side, capture_error_mode="thread_local"):
-                static.out = self.unet(static.sample, static.timestep, encoder_hidden_states=static.embeds).sample
+            self._out, self._replay = self._stream.capture(run)
         except Exception as exc:  # a kernel that cannot be captured here: stay eager for this loop
             self.failed = f"{type(exc).__name__}: {exc}"
             warnings.warn(f"CUDA graph capture failed, the loop runs eagerly: {self.failed}", stacklevel=3)
-            torch.cuda.synchronize(sample.device)
+            if sample.device.type == "cuda":
+                torch.cuda.synchronize(sample.device)
             return UNet2DConditionOutput(sample=result)
-        self._key, self._captured = key, static
+        self._key, self._static = key, static
         return UNet2DConditionOutput(sample=result)
 
 
@@ -110,42 +138,10 @@ def loop_unet(unet: torch.nn.Module, use_graphs: bool, steps: int) -> Any:
     return GraphedUNet(unet) if graphed else unet
 
 
-__all__ = ["GraphedUNet", "graphs_enabled", "loop_unet"]
-
-
 # ------------------------------------------------------------------------------------------ tuning
 def train_graphs_enabled() -> bool:
     """True when ``TUNEAVIDEO_TRAIN_GRAPHS=1``: tuning steps replayed from a CUDA graph (opt-in until measured)."""
     return os.environ.get("TUNEAVIDEO_TRAIN_GRAPHS", "0").strip().lower() in ("1", "true", "yes", "on")
-
-
-class _CudaCapture:
-    """The CUDA side of :class:`GraphedTrainStep`: eager steps and the capture on one side stream."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.side = torch.cuda.Stream(device)
-        self.graph: torch.cuda.CUDAGraph | None = None
-
-    def warm(self, fn: Any) -> Any:
-        # Warm-up steps on the capture stream (as PyTorch's whole-network capture recipe does): lazily created
-        # optimizer, scaler and library state exists before capturing.
-        self.side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(self.side):
-            out = fn()
-        torch.cuda.current_stream(self.device).wait_stream(self.side)
-        return out
-
-    def capture(self, fn: Any) -> tuple[Any, Any]:
-        """Record ``fn``'s kernels (nothing runs); returns its output tensors and the replay function."""
-        torch.cuda.synchronize(self.device)
-        torch.cuda.empty_cache()  # the eager steps' cached blocks go back before the graph's own pool fills
-        self.graph = torch.cuda.CUDAGraph()
-        # The default "global" error mode, unlike sampling's: the backward runs on autograd's own device threads,
-        # and an unsafe call there must fail the capture rather than be left out of the graph.
-        with torch.cuda.graph(self.graph, stream=self.side):
-            out = fn()
-        return out, self.graph.replay
 
 
 class GraphedTrainStep:
@@ -160,7 +156,7 @@ class GraphedTrainStep:
 
     def __init__(self, step: Any, warmup: int = 2, capture: Any = None) -> None:
         self.step, self.warmup = step, warmup
-        self._capture = capture  # _CudaCapture, made on the first CUDA call (tests pass another)
+        self._capture = capture  # a _SideStream, made on the first CUDA call (tests pass another)
         self._static: list | None = None  # the captured step's arguments (tensors are its input buffers)
         self._out: Any = None  # the captured step's (loss, skipped) output buffers
         self._replay: Any = None
@@ -173,13 +169,15 @@ class GraphedTrainStep:
         return self.step.skipped
 
     def __call__(self, loss_fn: Any, *args: Any) -> float:
-        if self._capture is None:
-            tensors = [a for a in args if torch.is_tensor(a)]
-            if self.failed or not tensors or tensors[0].device.type != "cuda":
-                return self.step(loss_fn, *args)
-            self._capture = _CudaCapture(tensors[0].device)
         if self.failed:
             return self.step(loss_fn, *args)
+        if self._capture is None:
+            tensors = [a for a in args if torch.is_tensor(a)]
+            if not tensors or tensors[0].device.type != "cuda":
+                return self.step(loss_fn, *args)
+            # The default "global" error mode, unlike sampling's: the backward runs on autograd's own device
+            # threads, and an unsafe call there must fail the capture rather than be left out of the graph.
+            self._capture = _SideStream(tensors[0].device, free_cache=True)
         self.calls += 1
         if self._replay is None:
             if self.calls <= self.warmup:
@@ -195,12 +193,9 @@ class GraphedTrainStep:
                 self.step.reset()
                 return self.step(loss_fn, *args)
             self._static = static
-        for buffer, value in zip(self._static, args, strict=True):
-            if torch.is_tensor(buffer):
-                buffer.copy_(value)
-        self._replay()
+        _copy_in_and_replay(self._replay, self._static, args)
         self.replays += 1
         return self.step.finish(*self._out)
 
 
-__all__ += ["GraphedTrainStep", "train_graphs_enabled"]
+__all__ = ["GraphedTrainStep", "GraphedUNet", "graphs_enabled", "loop_unet", "train_graphs_enabled"]
