@@ -287,21 +287,19 @@ class TuneAVideoPipeline(DiffusionPipeline):
             unet_kwargs=unet_kwargs,
         )
 
+    @staticmethod
     def _denoise(
-        self, model_input: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor, extra: dict, split: bool,
-        unet: Any = None,
-    ) -> torch.Tensor:  # fmt: skip
-        """One UNet call on ``(2b, 4, f, h, w)`` (CFG) or ``(b, ...)``; ``split`` runs CFG as two half batches.
-
-        ``unet``: what to call for the whole batch (the loop's :class:`~tuneavideo.graphs.GraphedUNet`).
-        """
+        unet: Any, model_input: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor, extra: dict, split: bool
+    ) -> torch.Tensor:
+        """One call of ``unet`` (the UNet, or the loop's :class:`~tuneavideo.graphs.GraphedUNet`) on
+        ``(2b, 4, f, h, w)`` (CFG) or ``(b, ...)``; ``split`` runs CFG as two half batches."""
         if not split:
-            return (unet or self.unet)(model_input, t, encoder_hidden_states=embeds, **extra).sample
+            return unet(model_input, t, encoder_hidden_states=embeds, **extra).sample
         halves = []
         for half in range(2):  # [uncond, cond]: the same maths, half the activation memory
             part = {k: _half_batch(v, half) for k, v in extra.items()}
             x, e = model_input.chunk(2)[half], embeds.chunk(2)[half]
-            halves.append(self.unet(x, t, encoder_hidden_states=e, **part).sample)
+            halves.append(unet(x, t, encoder_hidden_states=e, **part).sample)
         return torch.cat(halves)
 
     def _progress_bar_disabled(self) -> bool:
@@ -408,7 +406,7 @@ class TuneAVideoPipeline(DiffusionPipeline):
             model_input = torch.cat([latents] * 2) if do_cfg else latents
             model_input = self.scheduler.scale_model_input(model_input, t)
             extra = unet_kwargs(model_input, t, embeds, i, len(timesteps)) if unet_kwargs is not None else {}
-            noise_pred = self._denoise(model_input, t, embeds, extra, do_cfg and not plan.cfg_one_batch, unet)
+            noise_pred = self._denoise(unet, model_input, t, embeds, extra, do_cfg and not plan.cfg_one_batch)
             noise_pred = noise_pred.to(latents.dtype)
             if do_cfg:
                 uncond, cond = noise_pred.chunk(2)
