@@ -159,9 +159,8 @@ def persistent_compile_cache(cache_dir: str | os.PathLike | None = None) -> Path
     if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
         return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
     if cache_dir is None:
-        from .settings import default_cache_dir
-
-        cache_dir = os.environ.get("TUNEAVIDEO_CACHE_DIR") or default_cache_dir()
+        home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        cache_dir = os.environ.get("TUNEAVIDEO_CACHE_DIR") or str(Path(home) / "tuneavideo")
     folder = Path(cache_dir) / "inductor"
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)  # read by Inductor whenever it compiles
     return folder
