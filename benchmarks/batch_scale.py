@@ -2,10 +2,11 @@
 
 Writes an SD-1.5-sized pipeline folder with random weights (no download; the compute is the real model's),
 makes ``--jobs`` clips, and runs them as a batch on 1 GPU and then on all GPUs Ray sees (one worker per GPU,
-each keeping the base loaded). An untimed one-job batch runs first (``--no-warmup`` skips it): a fresh machine's
-one-time warm-up (~15 s of the first tune measured on an H200 host) would otherwise fall on the 1-GPU leg only.
-Each leg still starts its own Ray, workers and models. Per leg it reports each worker's busy seconds and the
-wall time beyond the busiest worker's (Ray's own start-up and scheduling). Prints JSON with jobs per hour and the speed-up; ``--out`` writes it.
+each keeping the base loaded). An untimed batch of one short job per GPU runs first (``--no-warmup`` skips it): a
+fresh machine's one-time warm-up of each GPU (~15 s of the first tune measured on an H200 host) would otherwise
+fall on whichever leg first uses that GPU. Each leg still starts its own Ray, workers and models. Per leg it
+reports each worker's busy seconds, when each worker began its first job (its start-up: process, imports, Ray),
+and the wall time beyond the busiest worker's. Prints JSON with jobs per hour and the speed-up; ``--out`` writes it.
 
     python benchmarks/batch_scale.py --jobs 4 --frames 8 --size 512 --tune-steps 100 --out benchmarks/batch_h200x2.json
 """
@@ -18,6 +19,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -68,26 +70,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if video_io != "pyav":  # the workers need the same stub as this process
             env["worker_process_setup_hook"] = "job_time.stub_from_env"
 
-        def leg(n: int, todo: list, out: Path) -> tuple[float, dict]:
+        def leg(n: int, todo: list, out: Path) -> tuple[float, float, dict]:
             ray.init(num_gpus=n, include_dashboard=False, log_to_driver=True, runtime_env=env)
-            started = time.perf_counter()
+            wall, started = time.time(), time.perf_counter()
             summary = run_batch(todo, out, gpus_per_job=1.0)
             seconds = time.perf_counter() - started
             ray.shutdown()
-            return seconds, summary
+            return seconds, wall, summary
 
         warmup = None
-        if args.warmup:  # one job first, untimed: the machine's one-time warm-up then favours neither leg
-            seconds, summary = leg(1, jobs[:1], Path(tmp) / "warmup")
-            warmup = {"seconds": round(seconds, 1), "job_timings": summary["jobs"][0].get("timings")}
+        if args.warmup:  # untimed: every GPU's one-time warm-up happens here, so it favours neither leg
+            short = [
+                replace(job, name=f"warm{i}", tune=TuneConfig(max_train_steps=5))
+                for i, job in enumerate(jobs[: max(gpus, 1)])
+            ]
+            seconds, _, summary = leg(gpus, short, Path(tmp) / "warmup")
+            warmup = {"seconds": round(seconds, 1), "job_timings": [j.get("timings") for j in summary["jobs"]]}
         results = {}
         for n in sorted({1, gpus}):
-            seconds, summary = leg(n, jobs, Path(tmp) / f"out{n}")
+            seconds, wall, summary = leg(n, jobs, Path(tmp) / f"out{n}")
             results[n] = {"seconds": round(seconds, 1), "done": summary["done"], "failed": summary["failed"],
-                          "jobs_per_gpu_hour": round(args.jobs / seconds * 3600 / n, 1),
+                          "jobs_per_gpu_hour": round(args.jobs / seconds * 3600 / max(n, 1), 1),
                           "job_seconds": [j["seconds"] for j in summary["jobs"]],
                           "job_timings": [j.get("timings") for j in summary["jobs"]],
-                          **worker_split(summary["jobs"], seconds),
+                          **worker_split(summary["jobs"], seconds, wall),
                           "errors": [j.get("error") for j in summary["jobs"] if j.get("error")]}  # fmt: skip
     speedup = results[1]["seconds"] / results[gpus]["seconds"] if gpus > 1 else 1.0
     return {
@@ -98,14 +104,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def worker_split(reports: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
-    """Seconds each worker spent in jobs, and the batch's wall time beyond the busiest worker's (Ray's start-up,
-    scheduling and the summary: what no job's own time shows)."""
+def worker_split(reports: list[dict[str, Any]], seconds: float, wall: float) -> dict[str, Any]:
+    """Seconds each worker spent in jobs; when each began its first job, counted from the batch's start (``wall``,
+    Unix seconds): its process, imports and Ray's scheduling; and the batch's wall time beyond the busiest
+    worker's (start-up and the summary: what no job's own time shows)."""
     busy: dict[str, float] = {}
+    first: dict[str, float] = {}
     for report in reports:
-        busy[report.get("worker", "?")] = busy.get(report.get("worker", "?"), 0.0) + report["seconds"]
+        worker = report.get("worker", "?")
+        busy[worker] = busy.get(worker, 0.0) + report["seconds"]
+        if "started" in report:
+            first[worker] = min(first.get(worker, report["started"]), report["started"])
     return {
         "worker_busy_s": sorted(round(b, 1) for b in busy.values()),
+        "worker_first_job_at_s": sorted(round(t - wall, 1) for t in first.values()),
         "overhead_s": round(seconds - max(busy.values(), default=0.0), 1),
     }
 

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,7 @@ def test_a_batch_runs_every_job_and_reports_failures(jobs_file: Path, tmp_path: 
     assert sum(square["timings"].values()) <= square["seconds"] + 0.05
     workers = {job["name"]: job.get("worker", "") for job in summary["jobs"]}
     assert all(re.fullmatch(r".+:\d+", workers[name]) for name in ("square", "no-such-clip")), workers
+    assert all(abs(job["started"] - time.time()) < 600 for job in summary["jobs"])  # when each began (Unix seconds)
     edits = sorted(Path(p).name for p in square["outputs"] if p.endswith(".mp4"))
     assert edits == ["a-blue-square-moving-right-2.mp4", "a-blue-square-moving-right.mp4"]  # distinct names
     from tuneavideo.store import RunFolder
@@ -86,3 +88,52 @@ def test_jobs_files_are_checked(tmp_path: Path):
             load_jobs(bad)
     with pytest.raises(InputError, match="not found"):
         load_jobs(tmp_path / "nope.yaml")
+
+
+def test_a_worker_that_dies_or_cannot_start_fails_its_jobs_not_the_batch(tmp_path: Path):
+    """A worker killed mid-job is replaced and the batch goes on; workers that cannot start fail the rest."""
+    import ray
+
+    from tuneavideo.batch import Job, run_batch
+    from tuneavideo.config import InvertConfig, SampleConfig, TuneConfig, VideoSpec
+
+    def crash_on_clips_named_crash() -> None:  # Ray's worker set-up hook: a job's worker dies (like an OOM kill)
+        import os
+
+        from tuneavideo import workflow
+
+        check = workflow.check_video_path
+
+        def checked(path: str) -> object:
+            if "crash" in str(path):
+                os._exit(3)
+            return check(path)
+
+        workflow.check_video_path = checked
+
+    def job(name: str, video: str) -> Job:
+        return Job(name, str(tmp_path / video), "p", (), None, VideoSpec(num_frames=2, width=32, height=32),
+                   TuneConfig(max_train_steps=1), InvertConfig(2), SampleConfig(2))  # fmt: skip
+
+    jobs = [job("crash", "crash.mp4"), job("after", "missing.mp4")]
+    env = {"worker_process_setup_hook": crash_on_clips_named_crash, "env_vars": {"PYTHONPATH": str(REPO)}}
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env=env)
+    try:
+        summary = run_batch(jobs, tmp_path / "out", workers=1, device="cpu")
+    finally:
+        ray.shutdown()
+    crash, after = summary["jobs"]
+    assert crash["status"] == "failed" and crash["error"].startswith("worker died"), crash
+    assert after["status"] == "failed" and "video file not found" in after["error"], after  # ran on a new worker
+    assert summary["failed"] == 2 and summary["running"] == 0
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    try:  # Ray is told of a GPU that PyTorch cannot see: every worker fails in its set-up
+        summary = run_batch([job("a", "a.mp4"), job("b", "b.mp4")], tmp_path / "out2")
+    finally:
+        ray.shutdown()
+    errors = [j["error"] for j in summary["jobs"]]
+    assert all(e.startswith("worker could not start") and "no CUDA GPU" in e for e in errors), errors

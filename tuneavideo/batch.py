@@ -174,6 +174,7 @@ class JobRunner:
         started = time.perf_counter()
         report: dict[str, Any] = {"name": job.name, "video": job.video, "status": "failed", "outputs": []}
         report["worker"] = f"{socket.gethostname()}:{os.getpid()}"  # which process ran it (a worker's first job loads)
+        report["started"] = round(time.time(), 2)  # wall clock (Unix seconds): when it began on its worker
         try:
             if job.error:
                 raise InputError(job.error)
@@ -305,22 +306,49 @@ def _run_on_ray(
         use_gpu = gpus > 0 and device != "cpu"
         count = max(1, int(gpus // max(gpus_per_job, 1e-9))) if use_gpu else (workers or max(1, cluster_cpus(ray) // 2))
         actor = ray.remote(num_gpus=gpus_per_job if use_gpu else 0, num_cpus=1)(JobRunner)
-        runners = [actor.remote("cuda" if use_gpu else "cpu") for _ in range(min(count, len(todo)))]
-        pending, free, queue = {}, list(runners), list(todo)
+        slots = min(count, len(todo))
+        free = [actor.remote("cuda" if use_gpu else "cpu") for _ in range(slots)]
+        restarts = slots  # a worker that dies mid-job (killed, out of memory, a crashed driver) is replaced this often
+        pending: dict[Any, tuple[Any, Job, float]] = {}
+        queue = list(todo)
         while queue or pending:
             while queue and free:
                 runner, job = free.pop(), queue.pop(0)
-                pending[runner.run.remote(job, str(out))] = runner
+                pending[runner.run.remote(job, str(out))] = (runner, job, time.perf_counter())
             if progress:
                 progress(tally.status(len(pending)))
             ready, _ = ray.wait(list(pending), num_returns=1)
-            free.append(pending.pop(ready[0]))
-            tally.reports.append(ray.get(ready[0]))
+            runner, job, sent = pending.pop(ready[0])
+            try:
+                tally.reports.append(ray.get(ready[0]))
+                free.append(runner)
+                continue
+            except ray.exceptions.RayError as exc:  # the worker, not the job, failed: the job is reported failed
+                died: BaseException = exc
+            tally.reports.append(_lost(job, died, time.perf_counter() - sent))
+            ray.kill(runner, no_restart=True)
+            # a fresh worker in its place, unless this one could not even start: that one would fail every job
+            if not getattr(died, "actor_init_failed", False) and restarts > 0:
+                restarts -= 1
+                free.append(actor.remote("cuda" if use_gpu else "cpu"))
+            if not free and not pending:  # no worker left: the rest cannot run
+                while queue:
+                    tally.reports.append(_lost(queue.pop(0), died, 0.0))
         if progress:
             progress(tally.status(0))
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _lost(job: Job, exc: BaseException, seconds: float) -> dict[str, Any]:
+    """The report of a job whose worker died or could not start: the cause's last line (Ray's own text carries
+    the worker's whole traceback, which is in the worker's log)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    cause = lines[-1] if lines else type(exc).__name__
+    what = "worker could not start" if getattr(exc, "actor_init_failed", False) else "worker died"
+    return {"name": job.name, "video": job.video, "status": "failed", "outputs": [], "seconds": round(seconds, 2),
+            "error": f"{what}: {cause}"}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ command line
