@@ -199,8 +199,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     clock = Clock(device)
-    if args.train_graphs:
-        os.environ["TUNEAVIDEO_TRAIN_GRAPHS"] = "1"
+    if not args.train_graphs:
+        os.environ["TUNEAVIDEO_TRAIN_GRAPHS"] = "0"
     result: dict[str, Any] = {
         "gpu": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "date": datetime.date.today().isoformat(),
@@ -309,7 +309,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--tiny", action="store_true", help="tiny random models (a smoke test of this script)")
     ap.add_argument("--out", help="write OUT.json and OUT.md")
-    ap.add_argument("--train-graphs", action="store_true", help="opt in to CUDA graphs for tuning steps (fast mode)")
+    ap.add_argument("--no-train-graphs", dest="train_graphs", action="store_false",
+                    help="tune eagerly (fast mode replays its tuning steps from a CUDA graph by default)")  # fmt: skip
     args = ap.parse_args()
     result = run(args)
     print(json.dumps(result))

@@ -140,8 +140,11 @@ def loop_unet(unet: torch.nn.Module, use_graphs: bool, steps: int) -> Any:
 
 # ------------------------------------------------------------------------------------------ tuning
 def train_graphs_enabled() -> bool:
-    """True when ``TUNEAVIDEO_TRAIN_GRAPHS=1``: tuning steps replayed from a CUDA graph (opt-in until measured)."""
-    return os.environ.get("TUNEAVIDEO_TRAIN_GRAPHS", "0").strip().lower() in ("1", "true", "yes", "on")
+    """Whether fast-path tuning steps may be replayed from a CUDA graph (on unless ``TUNEAVIDEO_TRAIN_GRAPHS=0``).
+
+    Measured on an H200 in one process against eager steps: 8 frames 0.135-0.161 -> 0.105 s a step, 24 frames
+    0.265 -> 0.258 s, losses within 2e-5 (the eager path's own run-to-run spread)."""
+    return os.environ.get("TUNEAVIDEO_TRAIN_GRAPHS", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 class GraphedTrainStep:

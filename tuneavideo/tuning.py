@@ -130,7 +130,7 @@ def tune(
     # the optimizer keeps fp32 master copies of the trained parameters.
     half = plan.half_compute and _PRECISION_DTYPES.get(precision) == unet.dtype
     compute_dtype = unet.dtype if precision == "no" else torch.float32  # latents, noise, targets
-    # Opt-in until measured on a GPU: the whole step replayed from a CUDA graph (fast path, no checkpointing).
+    # The fast path replays the whole step from a CUDA graph (no checkpointing; TUNEAVIDEO_TRAIN_GRAPHS=0: eager).
     graphed = plan.cuda_graphs and half and not checkpointing and device.type == "cuda" and train_graphs_enabled()
     losses: list[float] = []
     started = time.perf_counter()
