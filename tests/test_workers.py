@@ -235,8 +235,8 @@ def test_a_session_moves_from_a_busy_worker_to_an_idle_one(pooled, tiny_clip: st
         pool.release(session)
 
 
-def test_a_dead_worker_is_a_clear_error_and_its_sessions_go_on_elsewhere(pooled, tiny_clip: str):
-    """(Last of the pool's tests: it leaves one worker.)"""
+def test_a_dead_worker_is_a_clear_error_its_sessions_go_on_elsewhere_and_it_is_replaced(pooled, tiny_clip: str):
+    """(Last of the pool's tests: it kills a worker.)"""
     import ray  # the pool's fixture skips without it
 
     from tuneavideo.config import TuneConfig, VideoSpec
@@ -261,8 +261,13 @@ def test_a_dead_worker_is_a_clear_error_and_its_sessions_go_on_elsewhere(pooled,
     assert pool.where("d-a") is None
     result = pool.tune("d-a", tiny_clip, "a square after", spec, config)
     assert pool.where("d-a") == 1 - dead and result.tune_key
-    stats = pool.stats()
-    assert [w["alive"] for w in stats["workers"]] == [i != dead for i in range(2)] and stats["total"]["workers"] == 1
+    deadline = time.time() + 300  # a fresh worker loads its engine in the background, then rejoins
+    while not (stats := pool.stats())["workers"][dead]["alive"] and time.time() < deadline:
+        assert stats["workers"][dead]["restarting"] and stats["total"]["workers"] == 1
+        time.sleep(0.5)
+    assert [w["alive"] for w in stats["workers"]] == [True, True] and stats["workers"][dead]["restarts"] == 1
+    pool.tune("d-b", tiny_clip, "a square on the new worker", spec, config)
+    assert pool.where("d-b") == dead  # the least busy: it takes new sessions
 
 
 def test_one_worker_is_the_plain_engine_without_ray(tiny_sd: str, tmp_path: Path):

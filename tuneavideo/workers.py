@@ -24,7 +24,8 @@ UI makes of an engine:
 * **Errors.** A worker returns failures as values; the pool raises the same exception class with the
   same message (``InputError``, ``VideoError``, ``Cancelled``, ``MissingDependencyError``, ...), the
   worker's traceback as its ``__cause__``. A worker that died is a :class:`WorkerLost` error; its
-  sessions start over on the remaining workers.
+  sessions start over on the remaining workers, and a fresh worker is started in its place in the
+  background (up to ``RESTARTS`` times per worker), joining the pool once its engine has loaded.
 * **Files.** Results carry paths (outputs, downloads, run folders) on the filesystem of the machine the
   worker runs on: the pool is for the workers of **one host** (its GPUs), or a cluster whose nodes share
   the output and cache folders at the same paths.
@@ -78,6 +79,8 @@ logger = logging.getLogger(__name__)
 POLL_SECONDS = 0.1  # how often a running job's progress is fetched from its worker
 MAX_CALLS = 32  # concurrent calls per worker: its jobs (they queue on the model lock), polls, cancels, stats
 RECENT_JOBS = 50  # jobs kept per worker for /stats
+RESTARTS = 3  # times a dead worker is replaced; one that keeps dying (a failing GPU, say) then stays down
+RESTART_TIMEOUT = 900  # seconds a replacement may take to load its engine
 FEATURE = "the app on several engine workers (--workers)"
 
 
@@ -343,6 +346,9 @@ class EnginePool:
         self._running: list[int] = []
         self._session_jobs: dict[str, int] = {}
         self._alive: set[int] = set()
+        self._restarts: list[int] = []  # per worker: replacements started so far
+        self._replacing: set[int] = set()  # workers whose replacement is loading
+        self._closing = False
         self._salt = uuid.uuid4().hex
         try:
             gpu = self.settings.device.startswith("cuda")
@@ -372,17 +378,22 @@ class EnginePool:
             )
         return count
 
+    def _new_actor(self, index: int) -> Any:
+        """A worker actor (not yet loaded) for slot ``index``: its own GPU or CPU, its own output folder."""
+        options = {"num_gpus": 1 if self._gpu else 0, "num_cpus": 1, "max_concurrency": MAX_CALLS}
+        folder = self.output_root / f"worker-{index}"
+        own = dataclasses.replace(self.settings, output_dir=str(folder), device="cuda" if self._gpu else "cpu")
+        return self._ray.remote(EngineWorker).options(**options).remote(index, own, self._salt)
+
     def _start(self, count: int, gpu: bool) -> None:
         """Start ``count`` actors and wait until each has loaded its engine (in parallel)."""
         ray = self._ray
-        actor = ray.remote(EngineWorker).options(num_gpus=1 if gpu else 0, num_cpus=1, max_concurrency=MAX_CALLS)
+        self._gpu = gpu
         started = time.perf_counter()
-        for i in range(count):
-            folder = self.output_root / f"worker-{i}"
-            own = dataclasses.replace(self.settings, output_dir=str(folder), device="cuda" if gpu else "cpu")
-            self._actors.append(actor.remote(i, own, self._salt))
+        self._actors = [self._new_actor(i) for i in range(count)]
         self.size = count
         self._running = [0] * count
+        self._restarts = [0] * count
         try:
             replies = ray.get([a.ready.remote() for a in self._actors])
         except ray.exceptions.RayError as exc:  # a worker process that could not even start
@@ -486,9 +497,12 @@ class EnginePool:
         replies = list(self._each("stats").values())
         with self._lock:
             routed = {i: sum(1 for h in self._homes.values() if h == i) for i in range(self.size)}
-        workers = [{"alive": False, "worker": i} for i in range(self.size) if i not in self._alive]
+            restarts, replacing = list(self._restarts), set(self._replacing)
+        answered = {reply["worker"] for reply in replies}
+        workers = [{"alive": False, "worker": i, "restarting": i in replacing, "restarts": restarts[i]}
+                   for i in range(self.size) if i not in answered]  # fmt: skip
         for reply in replies:
-            reply.update(alive=True, routed_sessions=routed[reply["worker"]])
+            reply.update(alive=True, routed_sessions=routed[reply["worker"]], restarts=restarts[reply["worker"]])
             workers.append(reply)
         workers.sort(key=lambda w: w["worker"])
         return {"workers": workers, "total": _total(replies)}
@@ -500,9 +514,11 @@ class EnginePool:
     def close(self) -> None:
         """Release every session on every worker, stop the workers (and the Ray this pool started)."""
         ray = self._ray
+        self._closing = True  # a replacement still loading stops itself
         with contextlib.suppress(Exception):
             self._each("close", timeout=120)
-        actors, self._actors, self._alive = self._actors, [], set()
+        with self._lock:
+            actors, self._actors, self._alive = self._actors, [], set()
         for a in actors:
             with contextlib.suppress(Exception):
                 ray.kill(a)
@@ -661,10 +677,51 @@ class EnginePool:
                 for sid in [s for s, h in self._homes.items() if h == index]:
                     del self._homes[sid]
             logger.error("engine worker %d stopped: %s", index, exc)
+            self._replace(index)
             raise WorkerLost(
                 f"The engine worker of this session stopped ({type(exc).__name__}); its models in memory are "
                 "gone, stored ones can be picked again in My models. Please try again."
             ) from exc
+
+    def _replace(self, index: int) -> None:
+        """Start a fresh worker in slot ``index`` in the background (once at a time, ``RESTARTS`` in all)."""
+        with self._lock:
+            if self._closing or index in self._replacing or index in self._alive or self._restarts[index] >= RESTARTS:
+                return
+            self._restarts[index] += 1
+            self._replacing.add(index)
+            old = self._actors[index]
+        name = f"tuneavideo-worker-{index}-restart"
+        threading.Thread(target=self._bring_back, args=(index, old), name=name, daemon=True).start()
+
+    def _bring_back(self, index: int, old: Any) -> None:
+        ray = self._ray
+        with contextlib.suppress(Exception):
+            ray.kill(old, no_restart=True)  # it may still hold its GPU if only its engine broke
+        actor = None
+        try:
+            actor = self._new_actor(index)
+            _value(ray.get(actor.ready.remote(), timeout=RESTART_TIMEOUT))
+            if self.disk.upload_dir is not None:
+                ray.get(actor.set_upload_dir.remote(str(self.disk.upload_dir)), timeout=60)
+        except Exception as exc:  # it stays down; the other workers go on
+            if not self._closing:
+                logger.error("engine worker %d could not be restarted: %s: %s", index, type(exc).__name__, exc)
+            with contextlib.suppress(Exception):
+                if actor is not None:
+                    ray.kill(actor)
+            with self._lock:
+                self._replacing.discard(index)
+            return
+        with self._lock:
+            self._replacing.discard(index)
+            if not self._closing:
+                self._actors[index] = actor
+                self._alive.add(index)
+                logger.info("engine worker %d restarted (%d of %d)", index, self._restarts[index], RESTARTS)
+                return
+        with contextlib.suppress(Exception):  # the pool closed while it loaded
+            ray.kill(actor)
 
 
 class _PoolDisk:
@@ -682,7 +739,7 @@ class _PoolDisk:
     def upload_dir(self, path: Path | None) -> None:
         self._upload_dir = path
         pool = self._pool
-        pool._ray.get([pool._actors[i].set_upload_dir.remote(str(path) if path else None) for i in pool._alive])
+        pool._ray.get([pool._actors[i].set_upload_dir.remote(str(path) if path else None) for i in sorted(pool._alive)])
 
     def usage(self) -> dict[str, Any]:
         return self._pool.disk_usage()
