@@ -1,4 +1,4 @@
-"""CUDA graphs for the fixed-shape loops: DDIM inversion and sampling (issue 15, the "fast" mode).
+"""CUDA graphs for the fixed-shape loops: tuning steps, DDIM inversion and sampling (the "fast" mode).
 
 A 50-step loop calls the UNet 50 times with the same shapes. Eagerly, every call launches ~1,000
 kernels from Python; at 8 frames the GPU finishes them faster than the CPU can launch them, and at
@@ -15,6 +15,9 @@ loop, so tuning, weight swaps and mode changes between loops can never meet a st
 Calls that do not fit a fixed graph run eagerly: with gradients, extra UNet arguments (control
 residuals change every step), on a non-CUDA device, with accelerate's CPU-offload hooks, or after a capture
 failed once (a warning says why). ``TUNEAVIDEO_CUDA_GRAPHS=0`` turns graphs off everywhere.
+
+:class:`GraphedTrainStep` does the same for a tuning step (forward, backward, clipping, optimizer) after two
+eager steps; ``TUNEAVIDEO_TRAIN_GRAPHS=0`` keeps tuning eager while sampling still replays.
 """
 
 from __future__ import annotations
