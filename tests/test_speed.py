@@ -201,8 +201,14 @@ def test_cuda_graphs_only_on_the_fast_cuda_path_and_eager_elsewhere(tiny_pipe, m
     monkeypatch.setattr(unet, "_hf_hook", object(), raising=False)
     assert loop_unet(unet, True, 50) is unet  # CPU offload moves weights inside forward: eager
     monkeypatch.delattr(unet, "_hf_hook")
+    from tuneavideo.graphs import train_graphs_enabled
+
+    assert train_graphs_enabled()  # tuning steps too, by default
+    monkeypatch.setenv("TUNEAVIDEO_TRAIN_GRAPHS", "0")
+    assert not train_graphs_enabled() and isinstance(loop_unet(unet, True, 50), GraphedUNet)  # tuning only
+    monkeypatch.delenv("TUNEAVIDEO_TRAIN_GRAPHS")
     monkeypatch.setenv("TUNEAVIDEO_CUDA_GRAPHS", "0")
-    assert loop_unet(unet, True, 50) is unet  # the kill switch
+    assert loop_unet(unet, True, 50) is unet and not train_graphs_enabled()  # the kill switch: every graph
     monkeypatch.delenv("TUNEAVIDEO_CUDA_GRAPHS")
     graphed = loop_unet(unet, True, 50)
     assert isinstance(graphed, GraphedUNet)
