@@ -42,6 +42,7 @@ def write_random_sd(folder: Path) -> Path:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import ray
     from job_time import make_frames, stub_video_io
+    from speed import host_info
 
     from tuneavideo.batch import Job, run_batch
     from tuneavideo.config import InvertConfig, SampleConfig, TuneConfig, VideoSpec
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                           "errors": [j.get("error") for j in summary["jobs"] if j.get("error")]}  # fmt: skip
     speedup = results[1]["seconds"] / results[gpus]["seconds"] if gpus > 1 else 1.0
     return {
-        "gpu": torch.cuda.get_device_name(0), "gpus": gpus, "date": datetime.date.today().isoformat(),
+        "gpu": torch.cuda.get_device_name(0), "gpus": gpus, **host_info(), "date": datetime.date.today().isoformat(),
         "torch": torch.__version__, "video_io": video_io, "jobs": args.jobs, "frames": args.frames,
         "size": args.size, "tune_steps": args.tune_steps, "ddim_steps": args.steps, "warmup": warmup,
         "runs": results, "throughput_speedup": round(speedup, 2),

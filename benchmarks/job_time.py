@@ -85,7 +85,7 @@ def stub_from_env() -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from speed import build_pipeline
+    from speed import build_pipeline, host_info
 
     from tuneavideo.config import InvertConfig, SampleConfig, TuneConfig, VideoSpec
     from tuneavideo.engine import Engine
@@ -132,6 +132,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("tune_seconds", "invert_seconds", "edit_seconds", "total_seconds")
     return {
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        **host_info(),
         "date": datetime.date.today().isoformat(),
         "torch": torch.__version__,
         "speed_mode": pipe.speed_plan().mode,

@@ -97,6 +97,22 @@ class Clock:
         return round(torch.cuda.max_memory_allocated() / 2**30, 2) if self.cuda else None
 
 
+def host_info() -> dict[str, Any]:
+    """The host CPU (model, cores): at 8 frames the CPU's kernel launch rate sets the pace, so cells move
+    between hosts of one GPU kind; this says which host a figure came from."""
+    model = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import platform
+
+    return {"host_cpu": model or platform.processor() or platform.machine(), "host_cores": os.cpu_count()}
+
+
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """PSNR in dB of two videos in [0, 1] (inf when equal)."""
     mse = float(((a.float() - b.float()) ** 2).mean())
@@ -203,6 +219,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         os.environ["TUNEAVIDEO_TRAIN_GRAPHS"] = "0"
     result: dict[str, Any] = {
         "gpu": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        **host_info(),
         "date": datetime.date.today().isoformat(),
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
