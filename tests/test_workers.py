@@ -246,7 +246,8 @@ def test_a_dead_worker_is_a_clear_error_its_sessions_go_on_elsewhere_and_it_is_r
     spec, config = VideoSpec(num_frames=4, width=32, height=32), TuneConfig(max_train_steps=1)
     pool.tune("d-a", tiny_clip, "a square before", spec, config)
     dead = pool.where("d-a")
-    ray.kill(pool._actors[dead])
+    old = pool._actors[dead]
+    ray.kill(old)
     deadline = time.time() + 60  # the kill lands asynchronously: a call sent at once may still be answered
     while time.time() < deadline:
         try:
@@ -268,6 +269,9 @@ def test_a_dead_worker_is_a_clear_error_its_sessions_go_on_elsewhere_and_it_is_r
     assert [w["alive"] for w in stats["workers"]] == [True, True] and stats["workers"][dead]["restarts"] == 1
     pool.tune("d-b", tiny_clip, "a square on the new worker", spec, config)
     assert pool.where("d-b") == dead  # the least busy: it takes new sessions
+    with pytest.raises(WorkerLost), pool._lost(dead, old):  # a late error from the replaced worker's last call
+        raise ray.exceptions.RayActorError()
+    assert pool.where("d-b") == dead and pool.stats()["workers"][dead]["alive"]  # fails that call only
 
 
 def test_one_worker_is_the_plain_engine_without_ray(tiny_sd: str, tmp_path: Path):

@@ -533,31 +533,36 @@ class EnginePool:
     # ------------------------------------------------------------------ internals
     def _each(self, method: str, timeout: float = 60) -> dict[int, Any]:
         """``method()`` on every live worker at once: ``{worker: value}``, leaving out (and marking) dead ones."""
-        refs = {i: getattr(self._actors[i], method).remote() for i in sorted(self._alive)}
+        with self._lock:
+            actors = {i: self._actors[i] for i in sorted(self._alive)}
+        refs = {i: getattr(actor, method).remote() for i, actor in actors.items()}
         values = {}
         for i, ref in refs.items():
-            with contextlib.suppress(WorkerLost), self._lost(i):
+            with contextlib.suppress(WorkerLost), self._lost(i, actors[i]):
                 values[i] = self._ray.get(ref, timeout=timeout)
         return values
 
     def _ask(self, index: int, name: str, kwargs: dict[str, Any]) -> Any:
         """A quick call on worker ``index``; its error is raised here as the same exception."""
-        with self._lost(index):
-            return _value(self._ray.get(self._actors[index].call.remote(name, kwargs)))
+        actor = self._actors[index]
+        with self._lost(index, actor):
+            return _value(self._ray.get(actor.call.remote(name, kwargs)))
 
     def _job(self, session_id: str, name: str, kwargs: dict[str, Any], progress: ProgressCallback | None) -> Any:
         """A model job on the session's worker, its progress relayed to ``progress`` while it runs."""
         index = self._enter(session_id)
         try:
-            with self._lost(index):
-                return _value(self._follow(index, session_id, name, kwargs, progress))
+            actor = self._actors[index]
+            with self._lost(index, actor):
+                return _value(self._follow(index, actor, session_id, name, kwargs, progress))
         finally:
             self._leave(session_id, index)
 
     def _follow(
-        self, index: int, session_id: str, name: str, kwargs: dict[str, Any], progress: ProgressCallback | None
-    ) -> tuple[str, Any]:
-        ray, actor, job = self._ray, self._actors[index], uuid.uuid4().hex
+        self, index: int, actor: Any, session_id: str, name: str, kwargs: dict[str, Any],
+        progress: ProgressCallback | None,
+    ) -> tuple[str, Any]:  # fmt: skip
+        ray, job = self._ray, uuid.uuid4().hex
         ref = actor.run.remote(job, name, kwargs, progress is not None)
         raised: BaseException | None = None
         while True:
@@ -662,8 +667,11 @@ class EnginePool:
             return self._moving.setdefault(session_id, threading.Lock())
 
     @contextlib.contextmanager
-    def _lost(self, index: int) -> Iterator[None]:
-        """Turn a dead worker into :class:`WorkerLost`; its sessions go to the other workers from then on."""
+    def _lost(self, index: int, actor: Any) -> Iterator[None]:
+        """Turn a dead worker into :class:`WorkerLost`; its sessions go to the other workers from then on.
+
+        ``actor`` is the worker the call went to: a late error from a worker already replaced in slot ``index``
+        fails only that call, and leaves the replacement (and its sessions) alone."""
         from ray.exceptions import RayActorError, RayTaskError
 
         try:
@@ -673,11 +681,14 @@ class EnginePool:
             raise (cause if isinstance(cause, Exception) else TuneAVideoError(str(exc))) from exc
         except RayActorError as exc:
             with self._lock:
-                self._alive.discard(index)
-                for sid in [s for s, h in self._homes.items() if h == index]:
-                    del self._homes[sid]
-            logger.error("engine worker %d stopped: %s", index, exc)
-            self._replace(index)
+                current = index < len(self._actors) and self._actors[index] is actor
+                if current:
+                    self._alive.discard(index)
+                    for sid in [s for s, h in self._homes.items() if h == index]:
+                        del self._homes[sid]
+            if current:
+                logger.error("engine worker %d stopped: %s", index, exc)
+                self._replace(index)
             raise WorkerLost(
                 f"The engine worker of this session stopped ({type(exc).__name__}); its models in memory are "
                 "gone, stored ones can be picked again in My models. Please try again."
