@@ -100,32 +100,40 @@ def test_a_worker_that_dies_or_cannot_start_fails_its_jobs_not_the_batch(tmp_pat
     def crash_on_clips_named_crash() -> None:  # Ray's worker set-up hook: a job's worker dies (like an OOM kill)
         import os
 
-        from tuneavideo import workflow
+        from tuneavideo import store, workflow
 
-        check = workflow.check_video_path
+        check, write = workflow.check_video_path, store.write_json
 
         def checked(path: str) -> object:
             if "crash" in str(path):
                 os._exit(3)
-            return check(path)
+            return None if "full" in str(path) else check(path)
 
-        workflow.check_video_path = checked
+        def full_disk(path: object, *args: object, **kwargs: object) -> object:
+            if "full" in str(path):
+                raise OSError(28, "No space left on device")
+            return write(path, *args, **kwargs)
+
+        workflow.check_video_path, store.write_json = checked, full_disk
 
     def job(name: str, video: str) -> Job:
         return Job(name, str(tmp_path / video), "p", (), None, VideoSpec(num_frames=2, width=32, height=32),
                    TuneConfig(max_train_steps=1), InvertConfig(2), SampleConfig(2))  # fmt: skip
 
-    jobs = [job("crash", "crash.mp4"), job("after", "missing.mp4")]
+    (tmp_path / "full.mp4").write_bytes(b"not a video")  # it fails, and its report cannot be written
+    jobs = [job("crash", "crash.mp4"), job("full", "full.mp4"), job("after", "missing.mp4")]
     env = {"worker_process_setup_hook": crash_on_clips_named_crash, "env_vars": {"PYTHONPATH": str(REPO)}}
     ray.init(num_cpus=2, include_dashboard=False, runtime_env=env)
     try:
         summary = run_batch(jobs, tmp_path / "out", workers=1, device="cpu")
     finally:
         ray.shutdown()
-    crash, after = summary["jobs"]
+    crash, full, after = summary["jobs"]
     assert crash["status"] == "failed" and crash["error"].startswith("worker died"), crash
+    assert full["status"] == "failed" and "No space left on device" in full["error"], full  # raised past run()
+    assert not full["error"].startswith("worker"), full  # its worker is fine and keeps working
     assert after["status"] == "failed" and "video file not found" in after["error"], after  # ran on a new worker
-    assert summary["failed"] == 2 and summary["running"] == 0
+    assert summary["failed"] == 3 and summary["running"] == 0
     import torch
 
     if torch.cuda.is_available():
@@ -135,5 +143,6 @@ def test_a_worker_that_dies_or_cannot_start_fails_its_jobs_not_the_batch(tmp_pat
         summary = run_batch([job("a", "a.mp4"), job("b", "b.mp4")], tmp_path / "out2")
     finally:
         ray.shutdown()
-    errors = [j["error"] for j in summary["jobs"]]
-    assert all(e.startswith("worker could not start") and "no CUDA GPU" in e for e in errors), errors
+    first, second = [j["error"] for j in summary["jobs"]]  # one worker (one GPU): it failed the first job
+    assert first.startswith("worker could not start") and "no CUDA GPU" in first, first
+    assert second.startswith("not run: worker could not start") and "no CUDA GPU" in second, second

@@ -25,6 +25,7 @@ job's outputs, time and error.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -40,6 +41,7 @@ from .rayutil import cluster_cpus, cluster_gpus, connect, import_ray
 
 JOB_FILE = "job.json"
 SUMMARY_FILE = "summary.json"
+REPLACEMENT_WAIT = 600.0  # seconds a replacement worker may wait for resources before the waiting jobs fail
 _SECTIONS = {"video_spec": VideoSpec, "tune": TuneConfig, "invert": InvertConfig, "sample": SampleConfig}
 _KEYS = {"name", "video", "prompt", "edits", "preset", "model", *_SECTIONS}
 
@@ -301,54 +303,90 @@ def _run_on_ray(
     device: str, tally: _Tally, progress: ProgressFn | None,
 ) -> None:  # fmt: skip
     started_here = connect(ray, address)
+    made: list[Any] = []  # every worker started, killed at the end on a cluster that outlives the batch
     try:
         gpus = cluster_gpus(ray)
         use_gpu = gpus > 0 and device != "cpu"
         count = max(1, int(gpus // max(gpus_per_job, 1e-9))) if use_gpu else (workers or max(1, cluster_cpus(ray) // 2))
         actor = ray.remote(num_gpus=gpus_per_job if use_gpu else 0, num_cpus=1)(JobRunner)
         slots = min(count, len(todo))
-        free = [actor.remote("cuda" if use_gpu else "cpu") for _ in range(slots)]
+        made += [actor.remote("cuda" if use_gpu else "cpu") for _ in range(slots)]
+        free = list(made)
         restarts = slots  # a worker that dies mid-job (killed, out of memory, a crashed driver) is replaced this often
+        starting: dict[Any, Any] = {}  # a replacement's readiness -> the replacement: it gets jobs once it is up
         pending: dict[Any, tuple[Any, Job, float]] = {}
         queue = list(todo)
+        cause = "no worker could start"  # why jobs left in the queue at the end could not run
         while queue or pending:
             while queue and free:
                 runner, job = free.pop(), queue.pop(0)
                 pending[runner.run.remote(job, str(out))] = (runner, job, time.perf_counter())
             if progress:
                 progress(tally.status(len(pending)))
-            ready, _ = ray.wait(list(pending), num_returns=1)
+            if not pending and not starting:  # no worker left
+                break
+            # A replacement on a cluster that lost the node's resources never starts: wait for it only so long.
+            ready, _ = ray.wait([*pending, *starting], num_returns=1, timeout=None if pending else REPLACEMENT_WAIT)
+            if not ready:
+                cause = f"no replacement worker could start within {REPLACEMENT_WAIT:.0f} s"
+                break
+            if ready[0] in starting:
+                fresh = starting.pop(ready[0])
+                try:
+                    ray.get(ready[0])
+                    free.append(fresh)
+                except ray.exceptions.RayError as exc:  # it could not start: not replaced again
+                    cause = f"worker could not start: {_last_line(exc)}"
+                    ray.kill(fresh, no_restart=True)
+                continue
             runner, job, sent = pending.pop(ready[0])
+            seconds = time.perf_counter() - sent
+            died = None
             try:
                 tally.reports.append(ray.get(ready[0]))
-                free.append(runner)
+            except ray.exceptions.RayActorError as exc:  # the worker, not the job, failed: the job is reported failed
+                died = exc
+            except ray.exceptions.RayError as exc:  # the job raised past its own handling: its worker is fine
+                tally.reports.append(_failed(job, _last_line(exc), seconds))
+            if died is None:
+                if queue:
+                    free.append(runner)
+                else:  # nothing left for it: give its GPU back now
+                    ray.kill(runner, no_restart=True)
                 continue
-            except ray.exceptions.RayError as exc:  # the worker, not the job, failed: the job is reported failed
-                died: BaseException = exc
-            tally.reports.append(_lost(job, died, time.perf_counter() - sent))
+            init_failed = getattr(died, "actor_init_failed", False)
+            cause = f"worker {'could not start' if init_failed else 'died'}: {_last_line(died)}"
+            tally.reports.append(_failed(job, cause, seconds))
             ray.kill(runner, no_restart=True)
             # a fresh worker in its place, unless this one could not even start: that one would fail every job
-            if not getattr(died, "actor_init_failed", False) and restarts > 0:
+            if queue and not init_failed and restarts > 0:
                 restarts -= 1
-                free.append(actor.remote("cuda" if use_gpu else "cpu"))
-            if not free and not pending:  # no worker left: the rest cannot run
-                while queue:
-                    tally.reports.append(_lost(queue.pop(0), died, 0.0))
+                fresh = actor.remote("cuda" if use_gpu else "cpu")
+                made.append(fresh)
+                starting[fresh.__ray_ready__.remote()] = fresh
+        while queue:  # what is left has no worker to run on
+            tally.reports.append(_failed(queue.pop(0), f"not run: {cause}", 0.0))
         if progress:
             progress(tally.status(0))
     finally:
         if started_here:
             ray.shutdown()
+        else:  # a cluster that outlives this batch: give every worker's resources back
+            for runner in made:
+                with contextlib.suppress(Exception):
+                    ray.kill(runner, no_restart=True)
 
 
-def _lost(job: Job, exc: BaseException, seconds: float) -> dict[str, Any]:
-    """The report of a job whose worker died or could not start: the cause's last line (Ray's own text carries
-    the worker's whole traceback, which is in the worker's log)."""
+def _last_line(exc: BaseException) -> str:
+    """A Ray error's cause in one line: its text carries the worker's whole traceback (in the worker's log too)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    cause = lines[-1] if lines else type(exc).__name__
-    what = "worker could not start" if getattr(exc, "actor_init_failed", False) else "worker died"
+    return lines[-1] if lines else type(exc).__name__
+
+
+def _failed(job: Job, error: str, seconds: float) -> dict[str, Any]:
+    """The report of a job that failed outside its worker's own handling (a dead worker, none to run it)."""
     return {"name": job.name, "video": job.video, "status": "failed", "outputs": [], "seconds": round(seconds, 2),
-            "error": f"{what}: {cause}"}  # fmt: skip
+            "error": error}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ command line
