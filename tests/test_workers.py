@@ -273,6 +273,15 @@ def test_a_dead_worker_is_a_clear_error_its_sessions_go_on_elsewhere_and_it_is_r
         raise ray.exceptions.RayActorError()
     assert pool.where("d-b") == dead and pool.stats()["workers"][dead]["alive"]  # fails that call only
 
+    ray.kill(pool._actors[dead])  # the replacement dies too, and the pool closes while its successor loads
+    deadline = time.time() + 60
+    while not pool.stats()["workers"][dead].get("restarting") and time.time() < deadline:
+        time.sleep(0.1)
+    assert pool.stats()["workers"][dead]["restarts"] == 2
+    threads = list(pool._restart_threads)
+    pool.close()  # stops the loading worker first, so Ray is not shut down under its thread's wait
+    assert threads and not any(t.is_alive() for t in threads) and not ray.is_initialized()
+
 
 def test_one_worker_is_the_plain_engine_without_ray(tiny_sd: str, tmp_path: Path):
     script = f"""

@@ -348,6 +348,8 @@ class EnginePool:
         self._alive: set[int] = set()
         self._restarts: list[int] = []  # per worker: replacements started so far
         self._replacing: set[int] = set()  # workers whose replacement is loading
+        self._loading: dict[int, Any] = {}  # those replacements' actors: close() stops them first
+        self._restart_threads: list[threading.Thread] = []
         self._closing = False
         self._salt = uuid.uuid4().hex
         try:
@@ -514,7 +516,15 @@ class EnginePool:
     def close(self) -> None:
         """Release every session on every worker, stop the workers (and the Ray this pool started)."""
         ray = self._ray
-        self._closing = True  # a replacement still loading stops itself
+        self._closing = True
+        with self._lock:
+            loading, threads = list(self._loading.values()), list(self._restart_threads)
+        for a in loading:  # its thread's wait for it ends at once, before Ray is shut down under it
+            with contextlib.suppress(Exception):
+                ray.kill(a)
+        for thread in threads:
+            with contextlib.suppress(RuntimeError):  # made but not started yet: it will see _closing
+                thread.join(timeout=30)
         with contextlib.suppress(Exception):
             self._each("close", timeout=120)
         with self._lock:
@@ -702,8 +712,10 @@ class EnginePool:
             self._restarts[index] += 1
             self._replacing.add(index)
             old = self._actors[index]
-        name = f"tuneavideo-worker-{index}-restart"
-        threading.Thread(target=self._bring_back, args=(index, old), name=name, daemon=True).start()
+            name = f"tuneavideo-worker-{index}-restart"
+            thread = threading.Thread(target=self._bring_back, args=(index, old), name=name, daemon=True)
+            self._restart_threads = [t for t in self._restart_threads if t.is_alive()] + [thread]
+        thread.start()
 
     def _bring_back(self, index: int, old: Any) -> None:
         ray = self._ray
@@ -711,10 +723,11 @@ class EnginePool:
             ray.kill(old, no_restart=True)  # it may still hold its GPU if only its engine broke
         actor = None
         try:
-            actor = self._new_actor(index)
+            with self._lock:  # close() either sees this actor in _loading and stops it, or this sees _closing
+                if self._closing:
+                    raise WorkerLost("the pool is closing")
+                actor = self._loading[index] = self._new_actor(index)
             _value(ray.get(actor.ready.remote(), timeout=RESTART_TIMEOUT))
-            if self.disk.upload_dir is not None:
-                ray.get(actor.set_upload_dir.remote(str(self.disk.upload_dir)), timeout=60)
         except Exception as exc:  # it stays down; the other workers go on
             if not self._closing:
                 logger.error("engine worker %d could not be restarted: %s: %s", index, type(exc).__name__, exc)
@@ -723,16 +736,24 @@ class EnginePool:
                     ray.kill(actor)
             with self._lock:
                 self._replacing.discard(index)
+                self._loading.pop(index, None)
             return
         with self._lock:
             self._replacing.discard(index)
-            if not self._closing:
+            self._loading.pop(index, None)
+            joined = not self._closing
+            if joined:
                 self._actors[index] = actor
                 self._alive.add(index)
-                logger.info("engine worker %d restarted (%d of %d)", index, self._restarts[index], RESTARTS)
-                return
-        with contextlib.suppress(Exception):  # the pool closed while it loaded
-            ray.kill(actor)
+        if not joined:
+            with contextlib.suppress(Exception):  # the pool closed while it loaded
+                ray.kill(actor)
+            return
+        logger.info("engine worker %d restarted (%d of %d)", index, self._restarts[index], RESTARTS)
+        upload = self.disk.upload_dir  # read after joining: a folder set meanwhile reached it, or is read here
+        if upload is not None:
+            with contextlib.suppress(WorkerLost), self._lost(index, actor):
+                ray.get(actor.set_upload_dir.remote(str(upload)), timeout=60)
 
 
 class _PoolDisk:
@@ -750,7 +771,11 @@ class _PoolDisk:
     def upload_dir(self, path: Path | None) -> None:
         self._upload_dir = path
         pool = self._pool
-        pool._ray.get([pool._actors[i].set_upload_dir.remote(str(path) if path else None) for i in sorted(pool._alive)])
+        with pool._lock:
+            actors = {i: pool._actors[i] for i in sorted(pool._alive)}
+        for i, actor in actors.items():  # a worker found dead here is replaced, and gets the folder when it joins
+            with contextlib.suppress(WorkerLost), pool._lost(i, actor):
+                pool._ray.get(actor.set_upload_dir.remote(str(path) if path else None))
 
     def usage(self) -> dict[str, Any]:
         return self._pool.disk_usage()
