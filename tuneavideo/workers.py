@@ -499,12 +499,15 @@ class EnginePool:
         replies = list(self._each("stats").values())
         with self._lock:
             routed = {i: sum(1 for h in self._homes.values() if h == i) for i in range(self.size)}
-            restarts, replacing = list(self._restarts), set(self._replacing)
+            restarts, replacing, alive = list(self._restarts), set(self._replacing), set(self._alive)
         answered = {reply["worker"] for reply in replies}
-        workers = [{"alive": False, "worker": i, "restarting": i in replacing, "restarts": restarts[i]}
-                   for i in range(self.size) if i not in answered]  # fmt: skip
+        # not answering: dead (and maybe restarting), or alive but stuck past the timeout
+        workers = [{"alive": i in alive, "answering": False, "worker": i, "restarting": i in replacing,
+                    "restarts": restarts[i]} for i in range(self.size) if i not in answered]  # fmt: skip
         for reply in replies:
-            reply.update(alive=True, routed_sessions=routed[reply["worker"]], restarts=restarts[reply["worker"]])
+            reply.update(
+                alive=True, answering=True, routed_sessions=routed[reply["worker"]], restarts=restarts[reply["worker"]]
+            )
             workers.append(reply)
         workers.sort(key=lambda w: w["worker"])
         return {"workers": workers, "total": _total(replies)}
@@ -542,13 +545,14 @@ class EnginePool:
 
     # ------------------------------------------------------------------ internals
     def _each(self, method: str, timeout: float = 60) -> dict[int, Any]:
-        """``method()`` on every live worker at once: ``{worker: value}``, leaving out (and marking) dead ones."""
+        """``method()`` on every live worker at once: ``{worker: value}``, leaving out (and marking) dead ones, and
+        leaving out those that do not answer within ``timeout`` seconds (a stuck process)."""
         with self._lock:
             actors = {i: self._actors[i] for i in sorted(self._alive)}
         refs = {i: getattr(actor, method).remote() for i, actor in actors.items()}
         values = {}
         for i, ref in refs.items():
-            with contextlib.suppress(WorkerLost), self._lost(i, actors[i]):
+            with contextlib.suppress(WorkerLost, self._ray.exceptions.GetTimeoutError), self._lost(i, actors[i]):
                 values[i] = self._ray.get(ref, timeout=timeout)
         return values
 
