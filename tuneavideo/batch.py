@@ -303,78 +303,107 @@ def _run_on_ray(
     device: str, tally: _Tally, progress: ProgressFn | None,
 ) -> None:  # fmt: skip
     started_here = connect(ray, address)
-    made: list[Any] = []  # every worker started, killed at the end on a cluster that outlives the batch
+    dispatch = None
     try:
         gpus = cluster_gpus(ray)
         use_gpu = gpus > 0 and device != "cpu"
         count = max(1, int(gpus // max(gpus_per_job, 1e-9))) if use_gpu else (workers or max(1, cluster_cpus(ray) // 2))
         actor = ray.remote(num_gpus=gpus_per_job if use_gpu else 0, num_cpus=1)(JobRunner)
-        slots = min(count, len(todo))
-        made += [actor.remote("cuda" if use_gpu else "cpu") for _ in range(slots)]
-        free = list(made)
-        restarts = slots  # a worker that dies mid-job (killed, out of memory, a crashed driver) is replaced this often
-        starting: dict[Any, Any] = {}  # a replacement's readiness -> the replacement: it gets jobs once it is up
-        pending: dict[Any, tuple[Any, Job, float]] = {}
-        queue = list(todo)
-        cause = "no worker could start"  # why jobs left in the queue at the end could not run
-        while queue or pending:
-            while queue and free:
-                runner, job = free.pop(), queue.pop(0)
-                pending[runner.run.remote(job, str(out))] = (runner, job, time.perf_counter())
-            if progress:
-                progress(tally.status(len(pending)))
-            if not pending and not starting:  # no worker left
-                break
-            # A replacement on a cluster that lost the node's resources never starts: wait for it only so long.
-            ready, _ = ray.wait([*pending, *starting], num_returns=1, timeout=None if pending else REPLACEMENT_WAIT)
-            if not ready:
-                cause = f"no replacement worker could start within {REPLACEMENT_WAIT:.0f} s"
-                break
-            if ready[0] in starting:
-                fresh = starting.pop(ready[0])
-                try:
-                    ray.get(ready[0])
-                    free.append(fresh)
-                except ray.exceptions.RayError as exc:  # it could not start: not replaced again
-                    cause = f"worker could not start: {_last_line(exc)}"
-                    ray.kill(fresh, no_restart=True)
-                continue
-            runner, job, sent = pending.pop(ready[0])
-            seconds = time.perf_counter() - sent
-            died = None
-            try:
-                tally.reports.append(ray.get(ready[0]))
-            except ray.exceptions.RayActorError as exc:  # the worker, not the job, failed: the job is reported failed
-                died = exc
-            except ray.exceptions.RayError as exc:  # the job raised past its own handling: its worker is fine
-                tally.reports.append(_failed(job, _last_line(exc), seconds))
-            if died is None:
-                if queue:
-                    free.append(runner)
-                else:  # nothing left for it: give its GPU back now
-                    ray.kill(runner, no_restart=True)
-                continue
-            init_failed = getattr(died, "actor_init_failed", False)
-            cause = f"worker {'could not start' if init_failed else 'died'}: {_last_line(died)}"
-            tally.reports.append(_failed(job, cause, seconds))
-            ray.kill(runner, no_restart=True)
-            # a fresh worker in its place, unless this one could not even start: that one would fail every job
-            if queue and not init_failed and restarts > 0:
-                restarts -= 1
-                fresh = actor.remote("cuda" if use_gpu else "cpu")
-                made.append(fresh)
-                starting[fresh.__ray_ready__.remote()] = fresh
-        while queue:  # what is left has no worker to run on
-            tally.reports.append(_failed(queue.pop(0), f"not run: {cause}", 0.0))
-        if progress:
-            progress(tally.status(0))
+        dispatch = _Dispatch(ray, lambda: actor.remote("cuda" if use_gpu else "cpu"), out, tally, progress)
+        dispatch.run(todo, slots=min(count, len(todo)))
     finally:
         if started_here:
             ray.shutdown()
-        else:  # a cluster that outlives this batch: give every worker's resources back
-            for runner in made:
-                with contextlib.suppress(Exception):
-                    ray.kill(runner, no_restart=True)
+        elif dispatch is not None:  # a cluster that outlives this batch: give every worker's resources back
+            dispatch.stop_all()
+
+
+class _Dispatch:
+    """Jobs onto long-lived workers, one at a time each, through worker deaths.
+
+    A worker that dies mid-job (killed, out of memory, a crashed driver) fails that job and is replaced (as
+    many times in all as there are workers); a replacement gets jobs only once it has started, and jobs
+    waiting only on replacements that cannot start (a lost node's resources) fail after ``REPLACEMENT_WAIT``.
+    A worker that cannot start at all is not replaced: it would fail every job it got.
+    """
+
+    def __init__(self, ray: Any, new_worker: Callable[[], Any], out: Path, tally: _Tally,
+                 progress: ProgressFn | None) -> None:  # fmt: skip
+        self.ray, self.new_worker, self.out, self.tally, self.progress = ray, new_worker, out, tally, progress
+        self.made: list[Any] = []  # every worker started
+        self.free: list[Any] = []
+        self.starting: dict[Any, Any] = {}  # a replacement's readiness -> the replacement
+        self.pending: dict[Any, tuple[Any, Job, float]] = {}  # a job's result -> (worker, job, sent at)
+        self.queue: list[Job] = []
+        self.restarts = 0
+        self.cause = "no worker could start"  # why jobs still queued at the end could not run
+
+    def run(self, todo: list[Job], slots: int) -> None:
+        ray = self.ray
+        self.made = [self.new_worker() for _ in range(slots)]
+        self.free, self.queue, self.restarts = list(self.made), list(todo), slots
+        while self.queue or self.pending:
+            while self.queue and self.free:
+                runner, job = self.free.pop(), self.queue.pop(0)
+                self.pending[runner.run.remote(job, str(self.out))] = (runner, job, time.perf_counter())
+            if self.progress:
+                self.progress(self.tally.status(len(self.pending)))
+            if not self.pending and not self.starting:  # no worker left
+                break
+            wait = None if self.pending else REPLACEMENT_WAIT  # only replacements left: wait for them so long
+            ready, _ = ray.wait([*self.pending, *self.starting], num_returns=1, timeout=wait)
+            if not ready:
+                self.cause = f"no replacement worker could start within {REPLACEMENT_WAIT:.0f} s"
+                break
+            if ready[0] in self.starting:
+                self._started(ready[0])
+            else:
+                self._finished(ready[0])
+        while self.queue:  # what is left has no worker to run on
+            self.tally.reports.append(_failed(self.queue.pop(0), f"not run: {self.cause}", 0.0))
+        if self.progress:
+            self.progress(self.tally.status(0))
+
+    def _started(self, ref: Any) -> None:
+        fresh = self.starting.pop(ref)
+        try:
+            self.ray.get(ref)
+            self.free.append(fresh)
+        except self.ray.exceptions.RayError as exc:  # it could not start: not replaced again
+            self.cause = f"worker could not start: {_last_line(exc)}"
+            self.ray.kill(fresh, no_restart=True)
+
+    def _finished(self, ref: Any) -> None:
+        ray = self.ray
+        runner, job, sent = self.pending.pop(ref)
+        seconds = time.perf_counter() - sent
+        try:
+            self.tally.reports.append(ray.get(ref))
+        except ray.exceptions.RayActorError as exc:  # the worker, not the job, failed: the job is reported failed
+            self._died(runner, job, exc, seconds)
+            return
+        except ray.exceptions.RayError as exc:  # the job raised past its own handling: its worker is fine
+            self.tally.reports.append(_failed(job, _last_line(exc), seconds))
+        if self.queue:
+            self.free.append(runner)
+        else:  # nothing left for it: give its GPU back now
+            ray.kill(runner, no_restart=True)
+
+    def _died(self, runner: Any, job: Job, exc: BaseException, seconds: float) -> None:
+        init_failed = getattr(exc, "actor_init_failed", False)
+        self.cause = f"worker {'could not start' if init_failed else 'died'}: {_last_line(exc)}"
+        self.tally.reports.append(_failed(job, self.cause, seconds))
+        self.ray.kill(runner, no_restart=True)
+        if self.queue and not init_failed and self.restarts > 0:  # not one that could not even start
+            self.restarts -= 1
+            fresh = self.new_worker()
+            self.made.append(fresh)
+            self.starting[fresh.__ray_ready__.remote()] = fresh
+
+    def stop_all(self) -> None:
+        for runner in self.made:
+            with contextlib.suppress(Exception):
+                self.ray.kill(runner, no_restart=True)
 
 
 def _last_line(exc: BaseException) -> str:
