@@ -10,7 +10,7 @@ One small switch, applied to a pipeline (``pipe.set_speed_mode(mode)``) or to on
   the 8192-key sparse-causal attention on an H200); the clip-level GroupNorm of the ResNets is computed
   from per-frame statistics (no layout copies, one row per frame and group instead of per clip and
   group); tuning runs the UNet in its own half dtype (no autocast) with fp32 master copies of the
-  trained parameters in a fused AdamW; inversion and sampling replay each step's UNet call from a CUDA graph
+  trained parameters in a fused AdamW; tuning steps and inversion / sampling steps replay from CUDA graphs
   (:mod:`tuneavideo.graphs`: one launch instead of ~1,000). (cuDNN's benchmark mode was measured and left off: no gain per
   step, ~28 s of autotuning in a fresh process's first job.) Results match the plain path to fp16 noise (other kernels round in another order).
 - ``"low-vram"``: for 12 GB cards. ``"fast"`` plus gradient checkpointing (mid block included), the
@@ -68,7 +68,7 @@ class SpeedPlan:
     checkpoint_ff: bool = False  # tuning: the feed-forwards recompute inside the checkpointed blocks (low-vram)
     offload_frozen: bool = False  # tuning: the VAE and text encoder wait on the CPU once the clip is encoded
     half_compute: bool = False  # tuning runs the UNet in its own half dtype, fp32 master copies in the optimizer
-    cuda_graphs: bool = False  # inversion / sampling loops replay one captured UNet call (tuneavideo.graphs)
+    cuda_graphs: bool = False  # tuning steps and inversion / sampling loops replay CUDA graphs (tuneavideo.graphs)
 
     @contextmanager
     def attention_context(self) -> Iterator[None]:

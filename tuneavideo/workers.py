@@ -544,12 +544,12 @@ class EnginePool:
             shutil.rmtree(self.output_root, ignore_errors=True)
 
     # ------------------------------------------------------------------ internals
-    def _each(self, method: str, timeout: float = 60) -> dict[int, Any]:
-        """``method()`` on every live worker at once: ``{worker: value}``, leaving out (and marking) dead ones, and
-        leaving out those that do not answer within ``timeout`` seconds (a stuck process)."""
+    def _each(self, method: str, *args: Any, timeout: float | None = 60) -> dict[int, Any]:
+        """``method(*args)`` on every live worker at once: ``{worker: value}``, leaving out (and marking) dead ones,
+        and leaving out those that do not answer within ``timeout`` seconds (a stuck process; None: wait)."""
         with self._lock:
             actors = {i: self._actors[i] for i in sorted(self._alive)}
-        refs = {i: getattr(actor, method).remote() for i, actor in actors.items()}
+        refs = {i: getattr(actor, method).remote(*args) for i, actor in actors.items()}
         values = {}
         for i, ref in refs.items():
             with contextlib.suppress(WorkerLost, self._ray.exceptions.GetTimeoutError), self._lost(i, actors[i]):
@@ -774,12 +774,8 @@ class _PoolDisk:
     @upload_dir.setter
     def upload_dir(self, path: Path | None) -> None:
         self._upload_dir = path
-        pool = self._pool
-        with pool._lock:
-            actors = {i: pool._actors[i] for i in sorted(pool._alive)}
-        for i, actor in actors.items():  # a worker found dead here is replaced, and gets the folder when it joins
-            with contextlib.suppress(WorkerLost), pool._lost(i, actor):
-                pool._ray.get(actor.set_upload_dir.remote(str(path) if path else None))
+        # a worker found dead here is replaced, and gets the folder when it joins
+        self._pool._each("set_upload_dir", str(path) if path else None, timeout=None)
 
     def usage(self) -> dict[str, Any]:
         return self._pool.disk_usage()
