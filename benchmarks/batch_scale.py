@@ -4,7 +4,9 @@ Writes an SD-1.5-sized pipeline folder with random weights (no download; the com
 makes ``--jobs`` clips, and runs them as a batch on 1 GPU and then on all GPUs Ray sees (one worker per GPU,
 each keeping the base loaded). An untimed batch of one short job per GPU runs first (``--no-warmup`` skips it): a
 fresh machine's one-time warm-up of each GPU (~15 s of the first tune measured on an H200 host) would otherwise
-fall on whichever leg first uses that GPU. Each leg still starts its own Ray, workers and models. Per leg it
+fall on whichever leg first uses that GPU. Each cold leg still starts its own Ray, workers and models; each
+warm-pool leg (``--no-pool`` skips them) first starts a :class:`tuneavideo.batch.BatchWorkers` pool and loads the
+base on every worker, untimed (reported as ``pool_start_s``), then times the same jobs on it. Per leg it
 reports each worker's busy seconds, when each worker began its first job (its start-up: process, imports, Ray),
 and the wall time beyond the busiest worker's. Prints JSON with jobs per hour and the speed-up; ``--out`` writes it.
 
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from job_time import make_frames, stub_video_io
     from speed import host_info
 
-    from tuneavideo.batch import Job, run_batch
+    from tuneavideo.batch import BatchWorkers, Job, run_batch
     from tuneavideo.config import InvertConfig, SampleConfig, TuneConfig, VideoSpec
 
     frames = make_frames(args.frames, args.size)
@@ -71,13 +73,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if video_io != "pyav":  # the workers need the same stub as this process
             env["worker_process_setup_hook"] = "job_time.stub_from_env"
 
-        def leg(n: int, todo: list, out: Path) -> tuple[float, float, dict]:
+        def leg(n: int, todo: list, out: Path, pooled: bool = False) -> tuple[float, float, dict, dict | None]:
+            """One batch on ``n`` GPUs; ``pooled``: on a warm pool (workers started and the base loaded untimed)."""
             ray.init(num_gpus=n, include_dashboard=False, log_to_driver=True, runtime_env=env)
+            pool, preload = None, None
+            if pooled:  # untimed: the pool's start-up (processes, imports, the base loaded on each worker)
+                begun = time.perf_counter()
+                pool = BatchWorkers()
+                loads = pool.preload(model)
+                preload = {"wall_s": round(time.perf_counter() - begun, 1), "load_s": loads}
             wall, started = time.time(), time.perf_counter()
-            summary = run_batch(todo, out, gpus_per_job=1.0)
+            summary = run_batch(todo, out, gpus_per_job=1.0, pool=pool)
             seconds = time.perf_counter() - started
+            if pool:
+                pool.close()
             ray.shutdown()
-            return seconds, wall, summary
+            return seconds, wall, summary, preload
 
         warmup = None
         if args.warmup:  # untimed: every GPU's one-time warm-up happens here, so it favours neither leg
@@ -85,23 +96,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 replace(job, name=f"warm{i}", tune=TuneConfig(max_train_steps=5))
                 for i, job in enumerate(jobs[: max(gpus, 1)])
             ]
-            seconds, _, summary = leg(gpus, short, Path(tmp) / "warmup")
+            seconds, _, summary, _ = leg(gpus, short, Path(tmp) / "warmup")
             warmup = {"seconds": round(seconds, 1), "job_timings": [j.get("timings") for j in summary["jobs"]]}
-        results = {}
+        results: dict[str, dict[int, Any]] = {"cold": {}, "warm_pool": {}}
         for n in sorted({1, gpus}):
-            seconds, wall, summary = leg(n, jobs, Path(tmp) / f"out{n}")
-            results[n] = {"seconds": round(seconds, 1), "done": summary["done"], "failed": summary["failed"],
-                          "jobs_per_gpu_hour": round(args.jobs / seconds * 3600 / max(n, 1), 1),
-                          "job_seconds": [j["seconds"] for j in summary["jobs"]],
-                          "job_timings": [j.get("timings") for j in summary["jobs"]],
-                          **worker_split(summary["jobs"], seconds, wall),
-                          "errors": [j.get("error") for j in summary["jobs"] if j.get("error")]}  # fmt: skip
-    speedup = results[1]["seconds"] / results[gpus]["seconds"] if gpus > 1 else 1.0
+            for kind in [k for k, on in (("cold", args.cold), ("warm_pool", args.pool)) if on]:
+                pooled = kind == "warm_pool"
+                seconds, wall, summary, preload = leg(n, jobs, Path(tmp) / f"{kind}{n}", pooled)
+                results[kind][n] = {"seconds": round(seconds, 1), "done": summary["done"], "failed": summary["failed"],
+                              "jobs_per_gpu_hour": round(args.jobs / seconds * 3600 / max(n, 1), 1),
+                              "job_seconds": [j["seconds"] for j in summary["jobs"]],
+                              "job_timings": [j.get("timings") for j in summary["jobs"]],
+                              **worker_split(summary["jobs"], seconds, wall),
+                              "errors": [j.get("error") for j in summary["jobs"] if j.get("error")]}  # fmt: skip
+                if pooled:
+                    results[kind][n]["pool_start_s"] = preload
+    cold, warm = results["cold"], results["warm_pool"]
+    speedup = cold[1]["seconds"] / cold[gpus]["seconds"] if gpus > 1 and cold else None
+    warm_speedup = warm[1]["seconds"] / warm[gpus]["seconds"] if gpus > 1 and warm else None
     return {
         "gpu": torch.cuda.get_device_name(0), "gpus": gpus, **host_info(), "date": datetime.date.today().isoformat(),
         "torch": torch.__version__, "video_io": video_io, "jobs": args.jobs, "frames": args.frames,
         "size": args.size, "tune_steps": args.tune_steps, "ddim_steps": args.steps, "warmup": warmup,
-        "runs": results, "throughput_speedup": round(speedup, 2),
+        "runs": cold or None, "throughput_speedup": None if speedup is None else round(speedup, 2), "warm_pool_runs": warm or None,
+        "warm_pool_speedup": None if warm_speedup is None else round(warm_speedup, 2),
     }  # fmt: skip
 
 
@@ -128,6 +146,8 @@ def main() -> None:
 
     ap = job_parser(__doc__, frames=8, tune_steps=100)
     ap.add_argument("--jobs", type=int, default=4)
+    ap.add_argument("--no-cold", dest="cold", action="store_false", help="skip the cold legs")
+    ap.add_argument("--no-pool", dest="pool", action="store_false", help="skip the warm-pool legs")
     ap.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip the untimed one-job warm-up")
     args = ap.parse_args()
     emit(run(args), args.out)

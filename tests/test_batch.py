@@ -146,3 +146,36 @@ def test_a_worker_that_dies_or_cannot_start_fails_its_jobs_not_the_batch(tmp_pat
     first, second = [j["error"] for j in summary["jobs"]]  # one worker (one GPU): it failed the first job
     assert first.startswith("worker could not start") and "no CUDA GPU" in first, first
     assert second.startswith("not run: worker could not start") and "no CUDA GPU" in second, second
+
+
+def test_a_worker_pool_outlives_batches(tiny_sd: str, tiny_clip: str, tmp_path: Path):
+    """Workers started once, the base loaded up front, then two batches on them: neither batch loads again."""
+    import ray
+
+    from tuneavideo.batch import BatchWorkers, Job, run_batch
+    from tuneavideo.config import InvertConfig, SampleConfig, TuneConfig, VideoSpec
+    from tuneavideo.errors import InputError, TuneAVideoError
+
+    def job(name: str) -> Job:
+        return Job(name, tiny_clip, "a red square", ("a blue square",), tiny_sd, VideoSpec(num_frames=2, width=32,
+                   height=32), TuneConfig(max_train_steps=1), InvertConfig(2), SampleConfig(2))  # fmt: skip
+
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    try:
+        with BatchWorkers(workers=1, device="cpu") as pool:
+            with pytest.raises(TuneAVideoError, match="could not load .*no-such-model"):
+                pool.preload(str(tmp_path / "no-such-model"))
+            assert pool.preload(tiny_sd)[0] > 0  # the worker survived the bad load
+            first = run_batch([job("a")], tmp_path / "out", pool=pool)
+            second = run_batch([job("b")], tmp_path / "out", pool=pool)
+            reports = first["jobs"] + second["jobs"]
+            assert [r["status"] for r in reports] == ["done", "done"], reports
+            assert [r["timings"]["load"] for r in reports] == [0.0, 0.0]  # loaded before either batch
+            assert reports[0]["worker"] == reports[1]["worker"]  # one process ran both
+            assert len(pool.runners) == 1
+        assert pool.closed and not pool.runners
+        with pytest.raises(InputError, match="closed"):
+            run_batch([job("c")], tmp_path / "out", pool=pool)
+        assert ray.is_initialized()  # the pool joined this Ray: it leaves it running
+    finally:
+        ray.shutdown()
