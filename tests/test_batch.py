@@ -172,10 +172,55 @@ def test_a_worker_pool_outlives_batches(tiny_sd: str, tiny_clip: str, tmp_path: 
             assert [r["status"] for r in reports] == ["done", "done"], reports
             assert [r["timings"]["load"] for r in reports] == [0.0, 0.0]  # loaded before either batch
             assert reports[0]["worker"] == reports[1]["worker"]  # one process ran both
+            ray.kill(pool.runners[0], no_restart=True)  # lost between batches (say, killed for host memory)
+            third = run_batch([job("c")], tmp_path / "out", pool=pool)["jobs"][0]
+            assert third["status"] == "done" and third["worker"] != reports[0]["worker"], third  # on a new worker
             assert len(pool.runners) == 1
         assert pool.closed and not pool.runners
         with pytest.raises(InputError, match="closed"):
-            run_batch([job("c")], tmp_path / "out", pool=pool)
+            run_batch([job("d")], tmp_path / "out", pool=pool)
         assert ray.is_initialized()  # the pool joined this Ray: it leaves it running
     finally:
         ray.shutdown()
+
+
+def test_watch_runs_each_jobs_file_put_in_the_inbox(tiny_sd: str, tiny_clip: str, tmp_path: Path):
+    """`batch --watch`: one pool (the base preloaded) serves every jobs file dropped in; SIGTERM stops it cleanly."""
+    import signal
+
+    inbox, out, log = tmp_path / "inbox", tmp_path / "out", tmp_path / "stderr.txt"
+    inbox.mkdir()
+    (inbox / "clip.mp4").write_bytes(Path(tiny_clip).read_bytes())
+
+    def jobs(name: str) -> str:
+        return (f"defaults: {{model: {tiny_sd}, video_spec: {{num_frames: 2, width: 32, height: 32}}, tune: "
+                f"{{max_train_steps: 1}}, invert: {{num_inference_steps: 2}}, sample: {{num_inference_steps: 2}}}}\n"
+                f"jobs: [{{name: {name}, video: clip.mp4, prompt: a red square}}]\n")  # fmt: skip
+
+    def wait_for(path: Path, seconds: float) -> None:
+        deadline = time.time() + seconds
+        while not path.exists():
+            assert proc.poll() is None and time.time() < deadline, log.read_text()
+            time.sleep(0.5)
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""}
+    command = [sys.executable, "-m", "tuneavideo", "batch", "--watch", str(inbox), "--workers", "1", "--preload",
+               tiny_sd, "-o", str(out)]  # fmt: skip
+    with log.open("w") as err:
+        proc = subprocess.Popen(command, stderr=err, env=env)
+    try:
+        (inbox / "first.yaml").write_text(jobs("a"))
+        (inbox / "broken.yaml").write_text("jobs: [1")
+        wait_for(out / "first" / "summary.json", 300)
+        (inbox / "second.yml").write_text(jobs("b"))
+        wait_for(out / "second" / "summary.json", 120)
+    finally:
+        proc.send_signal(signal.SIGTERM)  # what `docker stop` sends
+        proc.wait(timeout=120)
+    text = log.read_text()
+    assert proc.returncode == 0, text
+    assert "error: broken.yaml" in text and "not valid YAML" in text and "stopped watching" in text, text
+    reports = [json.loads((out / name / "summary.json").read_text())["jobs"][0] for name in ("first", "second")]
+    assert [r["status"] for r in reports] == ["done", "done"], reports
+    assert [r["timings"]["load"] for r in reports] == [0.0, 0.0]  # preloaded once, before the first file
+    assert reports[0]["worker"] == reports[1]["worker"]

@@ -21,6 +21,9 @@ and writes its own run folder under the output folder (``<name>-<key>``: weights
 ``edits/``). A job that fails is reported and the others go on; a job whose run folder is already complete
 (same content key: clip bytes, prompt, configs, edits, base) is skipped. ``summary.json`` lists every
 job's outputs, time and error.
+
+A batch starts its workers and stops them at its end. :class:`BatchWorkers` (``tuneavideo batch --watch
+INBOX``) keeps a pool up across batches, so only the first pays each worker's start-up.
 """
 
 from __future__ import annotations
@@ -300,6 +303,7 @@ def run_batch(
         else:
             todo.append(job)
     if todo and pool is not None:
+        pool.refill()
         _Dispatch(ray, pool, out, tally, progress, stop_idle=False).run(todo)
     elif todo:
         with BatchWorkers(address, gpus_per_job, workers, device, limit=len(todo)) as own:
@@ -338,12 +342,14 @@ class BatchWorkers:
         self.closed = False
         self._started_ray = connect(ray, address)
         self.runners: list[Any] = []
+        self.size = 0
         try:
             use_gpu = cluster_gpus(ray) > 0 and device != "cpu"
             count = int(cluster_gpus(ray) // gpus_per_job) if use_gpu else (workers or cluster_cpus(ray) // 2)
             count = max(1, min(count, limit or count))
             self._actor = ray.remote(num_gpus=gpus_per_job if use_gpu else 0, num_cpus=1)(JobRunner)
             self._device = "cuda" if use_gpu else "cpu"
+            self.size = count
             self.runners = [self.add() for _ in range(count)]
             if preload is not None:
                 self.preload(preload)
@@ -356,6 +362,19 @@ class BatchWorkers:
         runner = self._actor.remote(self._device)
         self.runners.append(runner)
         return runner
+
+    def refill(self, timeout: float = 2.0) -> None:
+        """Drop workers found dead (an idle one answers at once; one still starting is kept) and start new ones
+        in place of every worker lost since the pool began (died between batches or in one, could not start)."""
+        checks = {runner.__ray_ready__.remote(): runner for runner in self.runners}
+        ready, _ = self.ray.wait(list(checks), num_returns=len(checks), timeout=timeout) if checks else ([], [])
+        for ref in ready:
+            try:
+                self.ray.get(ref)
+            except self.ray.exceptions.RayError:
+                self.discard(checks[ref])
+        while len(self.runners) < self.size:
+            self.add()
 
     def discard(self, runner: Any) -> None:
         """Stop ``runner`` (dead or not) and drop it from the pool."""
@@ -489,9 +508,12 @@ def _failed(job: Job, error: str, seconds: float) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------ command line
 def add_parser(sub: Any) -> None:
-    """``tuneavideo batch JOBS.yaml [--ray-address ADDR] [--gpus-per-job 1] [--workers N] [-o OUT]``."""
+    """``tuneavideo batch JOBS.yaml | --watch INBOX [--ray-address ADDR] [--gpus-per-job 1] [--workers N] [-o OUT]``."""
     p = sub.add_parser("batch", help="run a YAML file of jobs (tune, invert, edit each clip) on Ray")
-    p.add_argument("jobs", help="jobs file (YAML): see `tuneavideo/batch.py` or the README")
+    p.add_argument("jobs", nargs="?", help="jobs file (YAML): see `tuneavideo/batch.py` or the README")
+    p.add_argument("--watch", metavar="INBOX", help="keep the workers up and run each jobs file put in this folder "
+                   "(into OUT/<file name>/) until stopped (Ctrl-C, SIGTERM)")  # fmt: skip
+    p.add_argument("--preload", metavar="MODEL", help="with --watch: load this base on every worker at start")
     p.add_argument("--ray-address", help="a running Ray cluster (default: start a local one)")
     p.add_argument("--gpus-per-job", type=float, default=1.0, help="GPUs per job (default 1)")
     p.add_argument("--workers", type=int, help="CPU-only: jobs at a time (default: one per two CPUs)")
@@ -499,27 +521,112 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--output", "-o", default="outputs/batch", help="folder of the run folders and summary.json")
 
 
-def cmd_batch(args: Any) -> list[Path]:
-    """Run the jobs file; a failed job makes the command exit 1 after the others ran (see summary.json)."""
+def _show(args: Any, label: str = "") -> ProgressFn:
     import sys
-
-    jobs = load_jobs(args.jobs)
 
     def show(status: dict[str, Any]) -> None:
         if not args.quiet:
             eta = f", ETA {status['eta']:.0f} s" if status["eta"] is not None else ""
-            print(f"[batch] done {status['done']}/{status['total']}, running {status['running']}, failed "
+            print(f"[batch{label}] done {status['done']}/{status['total']}, running {status['running']}, failed "
                   f"{status['failed']}, skipped {status['skipped']}{eta}", file=sys.stderr)  # fmt: skip
 
-    summary = run_batch(jobs, args.output, args.ray_address, args.gpus_per_job, args.workers, args.device, show)
+    return show
+
+
+def _report_failures(summary: dict[str, Any]) -> None:
+    import sys
+
     for report in summary["jobs"]:
         if report["status"] == "failed":
             print(f"error: job {report['name']}: {report.get('error')}", file=sys.stderr)
+
+
+def cmd_batch(args: Any) -> list[Path]:
+    """Run the jobs file; a failed job makes the command exit 1 after the others ran (see summary.json)."""
+    if (args.jobs is None) == (args.watch is None):
+        raise InputError("batch: give a jobs file or --watch INBOX (one of the two)")
+    if args.watch is not None:
+        return watch(args)
+    if args.preload:
+        raise InputError("batch: --preload goes with --watch (a single batch loads each base when a job needs it)")
+    jobs = load_jobs(args.jobs)
+    summary = run_batch(jobs, args.output, args.ray_address, args.gpus_per_job, args.workers, args.device,
+                        _show(args))  # fmt: skip
+    _report_failures(summary)
     if summary["failed"]:
         raise BatchFailed(
             f"{summary['failed']} of {summary['total']} jobs failed: see {Path(args.output) / SUMMARY_FILE}"
         )
     return [Path(args.output) / SUMMARY_FILE]
+
+
+WATCH_POLL = 2.0  # seconds between looks at the inbox
+_JOB_SUFFIXES = (".yaml", ".yml")
+
+
+def watch(args: Any, stop: Callable[[], bool] = lambda: False) -> list[Path]:
+    """``--watch INBOX``: one pool of workers serves every jobs file put in ``INBOX``, until stopped.
+
+    Each new or changed ``*.yaml`` / ``*.yml`` (left alone for a second, so half-written files wait) runs as
+    one batch into ``OUT/<its name>/``; a file that fails to parse is reported and skipped until it changes.
+    Only the first batch pays the workers' start-up. Ctrl-C or SIGTERM stops the watch between files (a
+    second Ctrl-C stops a running batch); returns the summaries written.
+    """
+    import signal
+    import sys
+
+    inbox = Path(args.watch)
+    if not inbox.is_dir():
+        raise InputError(f"batch --watch: no such folder: {inbox}")
+    out = Path(args.output)
+    written: list[Path] = []
+    seen: dict[Path, int] = {}  # jobs file -> the mtime it ran at
+    pool = BatchWorkers(args.ray_address, args.gpus_per_job, args.workers, args.device, preload=args.preload)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # `docker stop`: as Ctrl-C
+    print(f"[batch] watching {inbox} with {len(pool.runners)} worker(s); Ctrl-C stops", file=sys.stderr)
+    try:
+        while not stop():
+            for path in _ready_files(inbox, seen):
+                summary = _run_file(path, out / _slug(path.stem), pool, args)
+                if summary is not None:
+                    written.append(summary)
+            time.sleep(WATCH_POLL)
+    except KeyboardInterrupt:
+        print("[batch] stopped watching", file=sys.stderr)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        pool.close()
+    return written
+
+
+def _ready_files(inbox: Path, seen: dict[Path, int]) -> list[Path]:
+    """Jobs files in ``inbox`` that are new or changed since they ran, and untouched for a second."""
+    ready = []
+    for path in sorted(p for p in inbox.iterdir() if p.suffix.lower() in _JOB_SUFFIXES and p.is_file()):
+        try:
+            mtime = path.stat().st_mtime_ns
+        except OSError:  # removed meanwhile
+            continue
+        if seen.get(path) != mtime and time.time() - mtime / 1e9 >= 1.0:
+            seen[path] = mtime
+            ready.append(path)
+    return ready
+
+
+def _run_file(path: Path, out: Path, pool: BatchWorkers, args: Any) -> Path | None:
+    """One jobs file of the inbox as one batch on ``pool``; its summary's path (None when it did not parse)."""
+    import sys
+
+    try:
+        jobs = load_jobs(path)
+    except TuneAVideoError as exc:
+        print(f"error: {path.name}: {exc}", file=sys.stderr)
+        return None
+    summary = run_batch(jobs, out, pool=pool, progress=_show(args, f" {path.name}"))
+    _report_failures(summary)
+    print(f"[batch] {path.name}: {summary['done']} done, {summary['failed']} failed, {summary['skipped']} skipped "
+          f"in {summary['seconds']:.0f} s -> {out / SUMMARY_FILE}", file=sys.stderr)  # fmt: skip
+    return out / SUMMARY_FILE
 
 
 class BatchFailed(TuneAVideoError):
