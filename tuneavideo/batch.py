@@ -329,7 +329,7 @@ class BatchWorkers:
 
     One worker per ``gpus_per_job`` GPUs when Ray sees GPUs, else ``workers`` CPU workers (default: one per two
     CPUs); ``limit`` caps the count. Ray is joined at ``address`` or started locally, and shut down by
-    :meth:`close` only when this pool started it.
+    :meth:`close` only when this pool started it. A pool runs one batch at a time.
     """
 
     def __init__(self, address: str | None = None, gpus_per_job: float = 1.0, workers: int | None = None,
@@ -569,11 +569,13 @@ def watch(args: Any, stop: Callable[[], bool] = lambda: False) -> list[Path]:
 
     Each new or changed ``*.yaml`` / ``*.yml`` (left alone for a second, so half-written files wait) runs as
     one batch into ``OUT/<its name>/``; a file that fails to parse is reported and skipped until it changes.
-    Only the first batch pays the workers' start-up. Ctrl-C or SIGTERM stops the watch between files (a
-    second Ctrl-C stops a running batch); returns the summaries written.
+    Only the first batch pays the workers' start-up. Ctrl-C or SIGTERM stops the watch and the workers (jobs
+    running then are lost; watching again re-runs the files, skipping their complete jobs); returns the
+    summaries written.
     """
     import signal
     import sys
+    import threading
 
     inbox = Path(args.watch)
     if not inbox.is_dir():
@@ -582,7 +584,8 @@ def watch(args: Any, stop: Callable[[], bool] = lambda: False) -> list[Path]:
     written: list[Path] = []
     seen: dict[Path, int] = {}  # jobs file -> the mtime it ran at
     pool = BatchWorkers(args.ray_address, args.gpus_per_job, args.workers, args.device, preload=args.preload)
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # `docker stop`: as Ctrl-C
+    main = threading.current_thread() is threading.main_thread()  # only the main thread may set handlers
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if main else None  # `docker stop`: Ctrl-C
     print(f"[batch] watching {inbox} with {len(pool.runners)} worker(s); Ctrl-C stops", file=sys.stderr)
     try:
         while not stop():
@@ -594,7 +597,8 @@ def watch(args: Any, stop: Callable[[], bool] = lambda: False) -> list[Path]:
     except KeyboardInterrupt:
         print("[batch] stopped watching", file=sys.stderr)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if main:
+            signal.signal(signal.SIGTERM, previous)
         pool.close()
     return written
 
