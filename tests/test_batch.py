@@ -88,6 +88,9 @@ def test_jobs_files_are_checked(tmp_path: Path):
             load_jobs(bad)
     with pytest.raises(InputError, match="not found"):
         load_jobs(tmp_path / "nope.yaml")
+    bad.write_bytes(b"jobs: [\xff\xfe]")
+    with pytest.raises(InputError, match="cannot read jobs file"):
+        load_jobs(bad)
 
 
 def test_a_worker_that_dies_or_cannot_start_fails_its_jobs_not_the_batch(tmp_path: Path):

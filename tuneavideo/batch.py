@@ -136,6 +136,8 @@ def load_jobs(path: str | Path) -> list[Job]:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise InputError(f"{path.name} is not valid YAML: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:  # unreadable, or not text: a user's file, not a bug
+        raise InputError(f"cannot read jobs file {path.name}: {exc}") from exc
     if isinstance(data, list):
         data = {"jobs": data}
     if not isinstance(data, dict) or not isinstance(data.get("jobs"), list) or not data["jobs"]:
