@@ -150,26 +150,37 @@ def test_half_compute_step_keeps_fp32_masters_and_rounds_them_into_the_model():
 
 
 def test_low_vram_tuning_recomputes_feed_forwards_and_matches_plain(tiny_pipe):
-    """low-vram checkpoints the blocks and, inside them, the feed-forwards: the same losses and weights."""
+    """low-vram checkpoints each transformer whole and, inside, the feed-forwards: the same losses and weights."""
+    from diffusers.models.transformers.transformer_2d import Transformer2DModel
+
     from tuneavideo.tuning import select_trainable
 
     base = {n: p.detach().clone() for n, p in tiny_pipe.unet.named_parameters()}
-    runs = {}
+    runs, proj_in_calls = {}, {}
+    transformers = [m for m in tiny_pipe.unet.modules() if isinstance(m, Transformer2DModel)]
+    calls = [0]
+    hooks = [t.proj_in.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1)) for t in transformers]
     try:
         for mode in ("plain", "low-vram"):
             with torch.no_grad():
                 for n, p in tiny_pipe.unet.named_parameters():
                     p.copy_(base[n])
+            calls[0] = 0
             delta = tune(tiny_pipe, FRAMES, "a cat", TuneConfig(max_train_steps=3, seed=1), speed=mode)
-            runs[mode] = delta
+            runs[mode], proj_in_calls[mode] = delta, calls[0]
             ffs = [m.ff for m in tiny_pipe.unet.modules() if hasattr(m, "attn_temp")]
             assert ffs and all(("forward" in ff.__dict__) == (mode == "low-vram") for ff in ffs)
+            assert not any("forward" in t.__dict__ or t.gradient_checkpointing for t in transformers)  # put back
     finally:
+        for hook in hooks:
+            hook.remove()
         tiny_pipe.set_speed_mode("auto")
         with torch.no_grad():
             for n, p in tiny_pipe.unet.named_parameters():
                 p.copy_(base[n])
     np.testing.assert_allclose(runs["low-vram"].losses, runs["plain"].losses, rtol=1e-5)
+    # a whole transformer (its proj_in too) runs again in the backward pass: once more per step than plain
+    assert proj_in_calls == {"plain": 3 * len(transformers), "low-vram": 6 * len(transformers)}, proj_in_calls
     for name, value in runs["plain"].state_dict.items():
         torch.testing.assert_close(runs["low-vram"].state_dict[name], value, rtol=1e-4, atol=1e-6)
     assert set(runs["plain"].state_dict) == set(select_trainable(tiny_pipe.unet, TuneConfig().trainable_modules))
@@ -195,6 +206,8 @@ def test_cuda_graphs_only_on_the_fast_cuda_path_and_eager_elsewhere(tiny_pipe, m
     assert not speed_plan("plain", "cuda").cuda_graphs
     assert not speed_plan("low-vram", "cuda").cuda_graphs  # a graph keeps one forward's activations
     assert not speed_plan("fast", "cpu").cuda_graphs  # "fast" on a CPU is the plain plan's kernels, no graphs
+    assert speed_plan("fast", "cuda").train_graphs and speed_plan("low-vram", "cuda").train_graphs  # tuning steps
+    assert not any(speed_plan(m, d).train_graphs for m, d in [("plain", "cuda"), ("fast", "cpu"), ("low-vram", "cpu")])
     unet = tiny_pipe.unet
     assert loop_unet(unet, False, 50) is unet
     assert loop_unet(unet, True, 2) is unet  # too short to replay a graph: not worth capturing

@@ -13,9 +13,11 @@ One small switch, applied to a pipeline (``pipe.set_speed_mode(mode)``) or to on
   trained parameters in a fused AdamW; tuning steps and inversion / sampling steps replay from CUDA graphs
   (:mod:`tuneavideo.graphs`: one launch instead of ~1,000). (cuDNN's benchmark mode was measured and left off: no gain per
   step, ~28 s of autotuning in a fresh process's first job.) Results match the plain path to fp16 noise (other kernels round in another order).
-- ``"low-vram"``: for 12 GB cards. ``"fast"`` plus gradient checkpointing (mid block included), the
-  feed-forwards recomputed inside the checkpointed blocks, the VAE and text encoder on the CPU while
-  tuning, VAE encode/decode one frame at a time and CFG as two half batches (half the sampling activations).
+- ``"low-vram"``: for 12 GB cards (24 frames at 512² tune in 6.86 GiB at 0.351 s a step on an H200). ``"fast"``
+  plus gradient checkpointing (mid block included; each ``Transformer2DModel`` one checkpoint, not each block
+  inside it), the feed-forwards recomputed inside the checkpointed blocks, the VAE and text encoder on the CPU
+  while tuning, VAE encode/decode one frame at a time and CFG as two half batches (half the sampling
+  activations). Its tuning steps replay from a CUDA graph too; its sampling loops stay eager.
 - ``"auto"`` (the default): ``"fast"`` on CUDA, ``"plain"`` on CPU.
 
 ``compile=True`` adds regional ``torch.compile`` (each ``BasicTransformerBlock``, temporal attention
@@ -66,9 +68,13 @@ class SpeedPlan:
     # step (0.276 vs 0.278 s) and cost ~28 s of autotuning in a fresh process's first job (benchmarks/worker_start.py).
     cudnn_benchmark: bool = False
     checkpoint_ff: bool = False  # tuning: the feed-forwards recompute inside the checkpointed blocks (low-vram)
+    # tuning with checkpointing: each Transformer2DModel (norm, projections, blocks) is one checkpoint, not each
+    # inner block, so its norm's and projections' activations are not kept (low-vram)
+    checkpoint_transformers: bool = False
     offload_frozen: bool = False  # tuning: the VAE and text encoder wait on the CPU once the clip is encoded
     half_compute: bool = False  # tuning runs the UNet in its own half dtype, fp32 master copies in the optimizer
-    cuda_graphs: bool = False  # tuning steps and inversion / sampling loops replay CUDA graphs (tuneavideo.graphs)
+    cuda_graphs: bool = False  # inversion / sampling loops replay CUDA graphs (tuneavideo.graphs)
+    train_graphs: bool = False  # tuning steps replay a CUDA graph (checkpointed ones too: the recompute is captured)
 
     @contextmanager
     def attention_context(self) -> Iterator[None]:
@@ -116,8 +122,17 @@ def speed_plan(mode: str, device: torch.device | str, compile: bool = False) -> 
     fast = {"fast_kernels": True, "half_compute": cuda}
     if mode == "fast":  # split CFG measured slower; graphs hold one forward's activations: not in low-vram
         graphs = cuda and not compiled  # compiled regions inside a captured graph: not measured, so not combined
-        return SpeedPlan(mode, compiled, True, None, 8, True, attention, **fast, cuda_graphs=graphs)
-    low = {"checkpoint_ff": True, "offload_frozen": cuda}
+        return SpeedPlan(
+            mode, compiled, True, None, 8, True, attention, **fast, cuda_graphs=graphs, train_graphs=graphs
+        )
+    # low-vram: sampling stays eager (a sampling graph keeps one forward's activations); a checkpointed tuning step
+    # is replayed like the fast one, its recompute included
+    low = {
+        "checkpoint_ff": True,
+        "checkpoint_transformers": True,
+        "offload_frozen": cuda,
+        "train_graphs": cuda and not compiled,
+    }
     return SpeedPlan(mode, compiled, True, True, 1, False, attention, **fast, **low)  # low-vram
 
 
@@ -238,5 +253,8 @@ def _checkpointed_forward(module: nn.Module, hidden_states: torch.Tensor, *args:
     if torch.is_grad_enabled() and hidden_states.requires_grad:
         from torch.utils.checkpoint import checkpoint
 
-        return checkpoint(forward, module, hidden_states, *args, use_reentrant=False, **kwargs)
+        # RNG states are saved only for a live dropout (SD's is p=0): a CUDA graph capture cannot read them
+        random = any(isinstance(m, nn.Dropout) and m.p > 0 for m in module.modules())
+        return checkpoint(forward, module, hidden_states, *args, use_reentrant=False, preserve_rng_state=random,
+                          **kwargs)  # fmt: skip
     return forward(module, hidden_states, *args, **kwargs)
