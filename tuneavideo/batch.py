@@ -323,7 +323,7 @@ class BatchWorkers:
 
     ``run_batch`` without a pool starts workers for one batch, and each pays its start-up before its first job:
     on an H200 host about 6 s for the process and ``import torch``, 12-14 s to load an SD-1.5 base (most of it
-    diffusers' imports) and 2-3 s of first-job warm-up. A pool pays that once::
+    diffusers' imports) and 4-5 s of first-job warm-up. A pool pays that once::
 
         with BatchWorkers(preload="runwayml/stable-diffusion-v1-5") as pool:
             run_batch(jobs_a, "out/a", pool=pool)
