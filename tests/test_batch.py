@@ -143,6 +143,11 @@ def test_a_worker_that_dies_or_cannot_start_fails_its_jobs_not_the_batch(tmp_pat
         return
     ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
     try:  # Ray is told of a GPU that PyTorch cannot see: every worker fails in its set-up
+        from tuneavideo.batch import BatchWorkers
+        from tuneavideo.errors import InputError
+
+        with pytest.raises(InputError, match="2 GPUs per job, but the Ray cluster has 1"):
+            BatchWorkers(gpus_per_job=2)  # would never be scheduled: refused, not left waiting
         summary = run_batch([job("a", "a.mp4"), job("b", "b.mp4")], tmp_path / "out2")
     finally:
         ray.shutdown()

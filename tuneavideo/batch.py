@@ -346,8 +346,11 @@ class BatchWorkers:
         self.runners: list[Any] = []
         self.size = 0
         try:
-            use_gpu = cluster_gpus(ray) > 0 and device != "cpu"
-            count = int(cluster_gpus(ray) // gpus_per_job) if use_gpu else (workers or cluster_cpus(ray) // 2)
+            gpus = cluster_gpus(ray)
+            use_gpu = gpus > 0 and device != "cpu"
+            if use_gpu and gpus_per_job > gpus:  # such a worker would wait for resources forever
+                raise InputError(f"batch: {gpus_per_job:g} GPUs per job, but the Ray cluster has {gpus}")
+            count = int(gpus // gpus_per_job) if use_gpu else (workers or cluster_cpus(ray) // 2)
             count = max(1, min(count, limit or count))
             self._actor = ray.remote(num_gpus=gpus_per_job if use_gpu else 0, num_cpus=1)(JobRunner)
             self._device = "cuda" if use_gpu else "cpu"
