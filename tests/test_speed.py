@@ -328,3 +328,46 @@ def test_a_graphed_unet_feeds_every_call_through_its_buffers(tiny_pipe):
             want = unet(x, torch.tensor(t), encoder_hidden_states=e).sample
             torch.testing.assert_close(graphed(x, torch.tensor(t), e).sample, want, rtol=0, atol=0)
     assert graphed.replays == 3 and graphed.failed is None  # 2 calls captured, 3 replayed
+
+
+def test_lean_geglu_is_exact_and_keeps_less_for_the_backward():
+    """The fast paths' GEGLU gives the stock GEGLU's output and gradients bit for bit, without keeping gelu(gate)."""
+    from diffusers.models.activations import GEGLU
+
+    from tuneavideo.speed import _set_lean_geglu
+
+    torch.manual_seed(0)
+    act = GEGLU(16, 32)
+    act.requires_grad_(False)  # frozen, as in tuning
+    h = torch.randn(3, 10, 16, requires_grad=True)
+    results = {}
+    for lean in (False, True):
+        _set_lean_geglu(act, lean)
+        saved: list[int] = []
+
+        def pack(t: torch.Tensor, saved: list[int] = saved) -> torch.Tensor:
+            saved.append(t.untyped_storage().data_ptr())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = act(h)
+        grad = torch.autograd.grad(out, h, torch.randn_like(out, generator=torch.Generator().manual_seed(1)))[0]
+        results[lean] = out, grad, len(set(saved))
+    _set_lean_geglu(act, False)
+    assert "forward" not in act.__dict__
+    (out, grad, stock_kept), (lean_out, lean_grad, lean_kept) = results[False], results[True]
+    assert torch.equal(out, lean_out) and torch.equal(grad, lean_grad)
+    # stock: the weight (for h's gradient), the projection and gelu(gate); lean: the weight and the projection
+    assert (stock_kept, lean_kept) == (3, 2)
+
+
+def test_the_fast_mode_uses_the_lean_geglu(tiny_pipe):
+    from diffusers.models.activations import GEGLU
+
+    geglus = [m for m in tiny_pipe.unet.modules() if isinstance(m, GEGLU)]
+    try:
+        for mode, lean in (("fast", True), ("low-vram", False), ("plain", False)):
+            tiny_pipe.set_speed_mode(mode)
+            assert geglus and all(("forward" in g.__dict__) == lean for g in geglus), mode
+    finally:
+        tiny_pipe.set_speed_mode("auto")
