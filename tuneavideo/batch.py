@@ -569,7 +569,7 @@ WATCH_POLL = 2.0  # seconds between looks at the inbox
 _JOB_SUFFIXES = (".yaml", ".yml")
 
 
-def watch(args: Any, stop: Callable[[], bool] = lambda: False) -> list[Path]:
+def watch(args: Any) -> list[Path]:
     """``--watch INBOX``: one pool of workers serves every jobs file put in ``INBOX``, until stopped.
 
     Each new or changed ``*.yaml`` / ``*.yml`` (left alone for a second, so half-written files wait) runs as
@@ -593,7 +593,7 @@ def watch(args: Any, stop: Callable[[], bool] = lambda: False) -> list[Path]:
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if main else None  # `docker stop`: Ctrl-C
     print(f"[batch] watching {inbox} with {len(pool.runners)} worker(s); Ctrl-C stops", file=sys.stderr)
     try:
-        while not stop():
+        while True:
             for path in _ready_files(inbox, seen):
                 summary = _run_file(path, out / _slug(path.stem), pool, args)
                 if summary is not None:

@@ -347,10 +347,8 @@ def _checkpointed_call(
 
 
 def _checkpoint(module: torch.nn.Module, *args: Any, preserve_rng_state: bool = True) -> Any:
-    """diffusers' gradient-checkpointing call (non-reentrant), with the RNG-state choice made here."""
-    from torch.utils.checkpoint import checkpoint
-
-    return checkpoint(module.__call__, *args, use_reentrant=False, preserve_rng_state=preserve_rng_state)
+    """diffusers' gradient-checkpointing call (non-reentrant, hooks included), with the RNG-state choice made here."""
+    return _checkpointed_call(type(module).__call__, module, preserve_rng_state, *args)
 
 
 class _MixedPrecisionStep:
