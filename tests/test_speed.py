@@ -156,10 +156,10 @@ def test_low_vram_tuning_recomputes_feed_forwards_and_matches_plain(tiny_pipe):
     from tuneavideo.tuning import select_trainable
 
     base = {n: p.detach().clone() for n, p in tiny_pipe.unet.named_parameters()}
-    runs, proj_in_calls = {}, {}
+    runs, norm_calls = {}, {}
     transformers = [m for m in tiny_pipe.unet.modules() if isinstance(m, Transformer2DModel)]
     calls = [0]
-    hooks = [t.proj_in.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1)) for t in transformers]
+    hooks = [t.norm.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1)) for t in transformers]
     try:
         for mode in ("plain", "low-vram"):
             with torch.no_grad():
@@ -167,7 +167,7 @@ def test_low_vram_tuning_recomputes_feed_forwards_and_matches_plain(tiny_pipe):
                     p.copy_(base[n])
             calls[0] = 0
             delta = tune(tiny_pipe, FRAMES, "a cat", TuneConfig(max_train_steps=3, seed=1), speed=mode)
-            runs[mode], proj_in_calls[mode] = delta, calls[0]
+            runs[mode], norm_calls[mode] = delta, calls[0]
             ffs = [m.ff for m in tiny_pipe.unet.modules() if hasattr(m, "attn_temp")]
             assert ffs and all(("forward" in ff.__dict__) == (mode == "low-vram") for ff in ffs)
             assert not any("forward" in t.__dict__ or t.gradient_checkpointing for t in transformers)  # put back
@@ -179,8 +179,8 @@ def test_low_vram_tuning_recomputes_feed_forwards_and_matches_plain(tiny_pipe):
             for n, p in tiny_pipe.unet.named_parameters():
                 p.copy_(base[n])
     np.testing.assert_allclose(runs["low-vram"].losses, runs["plain"].losses, rtol=1e-5)
-    # a whole transformer (its proj_in too) runs again in the backward pass: once more per step than plain
-    assert proj_in_calls == {"plain": 3 * len(transformers), "low-vram": 6 * len(transformers)}, proj_in_calls
+    # a whole transformer (its norm too) runs again in the backward pass: once more per step than plain
+    assert norm_calls == {"plain": 3 * len(transformers), "low-vram": 6 * len(transformers)}, norm_calls
     for name, value in runs["plain"].state_dict.items():
         torch.testing.assert_close(runs["low-vram"].state_dict[name], value, rtol=1e-4, atol=1e-6)
     assert set(runs["plain"].state_dict) == set(select_trainable(tiny_pipe.unet, TuneConfig().trainable_modules))
@@ -330,35 +330,46 @@ def test_a_graphed_unet_feeds_every_call_through_its_buffers(tiny_pipe):
     assert graphed.replays == 3 and graphed.failed is None  # 2 calls captured, 3 replayed
 
 
-def test_lean_geglu_is_exact_and_keeps_less_for_the_backward():
-    """The fast paths' GEGLU gives the stock GEGLU's output and gradients bit for bit, without keeping gelu(gate)."""
+def test_lean_geglu_matches_stock_and_keeps_less_for_the_backward():
+    """The fast paths' GEGLU gives the stock GEGLU's output and input gradient without keeping gelu(gate).
+
+    A frozen projection (tuning) runs as two GEMMs on the weight's halves (rounding may differ); a trained one
+    keeps the one GEMM (bit-exact).
+    """
     from diffusers.models.activations import GEGLU
 
     from tuneavideo.speed import _set_lean_geglu
 
     torch.manual_seed(0)
     act = GEGLU(16, 32)
-    act.requires_grad_(False)  # frozen, as in tuning
+    weights = {p.untyped_storage().data_ptr() for p in act.parameters()}
     h = torch.randn(3, 10, 16, requires_grad=True)
-    results = {}
-    for lean in (False, True):
-        _set_lean_geglu(act, lean)
-        saved: list[int] = []
+    for frozen in (True, False):
+        act.requires_grad_(not frozen)
+        results = {}
+        for lean in (False, True):
+            _set_lean_geglu(act, lean)
+            saved: dict[int, int] = {}
 
-        def pack(t: torch.Tensor, saved: list[int] = saved) -> torch.Tensor:
-            saved.append(t.untyped_storage().data_ptr())
-            return t
+            def pack(t: torch.Tensor, saved: dict[int, int] = saved) -> torch.Tensor:
+                if t.untyped_storage().data_ptr() not in weights:  # activations only
+                    saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+                return t
 
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            out = act(h)
-        grad = torch.autograd.grad(out, h, torch.randn_like(out, generator=torch.Generator().manual_seed(1)))[0]
-        results[lean] = out, grad, len(set(saved))
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                out = act(h)
+            grad = torch.autograd.grad(out, h, torch.randn_like(out, generator=torch.Generator().manual_seed(1)))[0]
+            results[lean] = out, grad, sum(saved.values())
+        (out, grad, stock_bytes), (lean_out, lean_grad, lean_bytes) = results[False], results[True]
+        if frozen:
+            torch.testing.assert_close(lean_out, out)
+            torch.testing.assert_close(lean_grad, grad)
+        else:
+            assert torch.equal(out, lean_out) and torch.equal(grad, lean_grad)
+        # stock keeps the projection (2 x 32 wide) and gelu(gate) (32 wide); lean keeps x and gate (2 x 32)
+        assert stock_bytes - lean_bytes == 30 * 32 * 4, (frozen, stock_bytes, lean_bytes)  # 30 tokens, fp32
     _set_lean_geglu(act, False)
     assert "forward" not in act.__dict__
-    (out, grad, stock_kept), (lean_out, lean_grad, lean_kept) = results[False], results[True]
-    assert torch.equal(out, lean_out) and torch.equal(grad, lean_grad)
-    # stock: the weight (for h's gradient), the projection and gelu(gate); lean: the weight and the projection
-    assert (stock_kept, lean_kept) == (3, 2)
 
 
 def test_the_fast_mode_uses_the_lean_geglu(tiny_pipe):
@@ -371,3 +382,65 @@ def test_the_fast_mode_uses_the_lean_geglu(tiny_pipe):
             assert geglus and all(("forward" in g.__dict__) == lean for g in geglus), mode
     finally:
         tiny_pipe.set_speed_mode("auto")
+
+
+def test_fast_layouts_match_the_reference_path_and_are_used(monkeypatch):
+    """Fast kernels: temporal attention in the block's own layout and the transformers' 1x1 projections as GEMMs
+    on NCHW give the reference outputs and trained gradients (fp64, so only rounding could differ)."""
+    from diffusers.models.transformers.transformer_2d import Transformer2DModel
+
+    import tuneavideo.attention as attention
+    import tuneavideo.speed as speed
+    from tuneavideo import testing
+    from tuneavideo.unet import TuneAVideoUNet
+
+    used = {"temporal": 0, "tokens_in": 0, "tokens_out": 0}
+
+    def counted(key: str, fn: object) -> object:
+        def call(*args: object) -> object:
+            used[key] += 1
+            return fn(*args)
+
+        return call
+
+    monkeypatch.setattr(
+        attention, "_temporal_in_place_layout", counted("temporal", attention._temporal_in_place_layout)
+    )
+    monkeypatch.setattr(speed._TokensFromPlanes, "apply", counted("tokens_in", speed._TokensFromPlanes.apply))
+    monkeypatch.setattr(speed._PlanesFromTokens, "apply", counted("tokens_out", speed._PlanesFromTokens.apply))
+    torch.manual_seed(0)
+    unet = TuneAVideoUNet(**testing.TINY_UNET_CONFIG).double()
+    with torch.no_grad():  # zero-initialised outputs would hide the temporal path's gradients
+        for name, p in unet.named_parameters():
+            if "attn_temp.to_out.0.weight" in name:
+                p.normal_(0, 0.1)
+    unet.requires_grad_(False)
+    trained = [p for n, p in unet.named_parameters() if "to_q" in n or "_temp." in n]
+    x = torch.randn(2, 4, 3, 8, 8, dtype=torch.double)
+    text = torch.randn(2, 7, unet.config.cross_attention_dim, dtype=torch.double)
+    transformers = [m for m in unet.modules() if isinstance(m, Transformer2DModel)]
+    results = {}
+    for fast in (False, True):
+        unet.frame_context.fast_kernels = fast
+        for transformer in transformers:
+            speed._set_token_projections(transformer, fast)
+        for p in trained:
+            p.requires_grad_(True)
+            p.grad = None
+        out = unet(x, 10, text).sample
+        out.square().mean().backward()
+        results[fast] = out.detach(), [p.grad for p in trained]
+    (ref, ref_grads), (out, grads) = results[False], results[True]
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
+    for grad, ref_grad in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(grad, ref_grad, rtol=1e-9, atol=1e-12)
+    assert used == {"temporal": len(transformers), "tokens_in": len(transformers), "tokens_out": len(transformers)}
+    # a trained projection, or autocast, takes diffusers' own path
+    transformers[0].proj_in.weight.requires_grad_(True)
+    unet(x, 10, text)
+    assert used["tokens_in"] == 2 * len(transformers) - 1
+    with torch.no_grad():
+        unet(x, 10, text)  # no gradient: the weight's flag does not matter
+    assert used["tokens_in"] == 3 * len(transformers) - 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not speed._plain_matmul_ok(transformers[1].proj_in, x[:, :, 0])

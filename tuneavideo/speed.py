@@ -238,8 +238,11 @@ def apply_speed_mode(pipe: Any, mode: str, compile: bool = False) -> SpeedPlan:
     unet.speed_plan = plan  # read by TuneAVideoUNet.forward for the attention kernels
     unet.frame_context.fast_kernels = plan.fast_kernels
     from diffusers.models.attention import BasicTransformerBlock
+    from diffusers.models.transformers.transformer_2d import Transformer2DModel
 
     for block in unet.modules():
+        if isinstance(block, Transformer2DModel):
+            _set_token_projections(block, plan.fast_kernels)
         if isinstance(block, BasicTransformerBlock):
             # chunks along dim 0, the (b f) axis: any frame count divides into 1-frame chunks
             block.set_chunk_feed_forward(plan.ff_chunk, 0)
@@ -249,6 +252,101 @@ def apply_speed_mode(pipe: Any, mode: str, compile: bool = False) -> SpeedPlan:
                 block.ff.__dict__.pop("forward", None)
             _set_lean_geglu(block.ff, plan.lean_geglu)
     return plan
+
+
+def _set_token_projections(transformer: nn.Module, on: bool) -> None:
+    """Fast kernels: a transformer's 1x1-conv ``proj_in`` / ``proj_out`` as matmuls on the NCHW layout."""
+    pointwise = all(
+        isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1) and conv.groups == 1 and conv.padding == (0, 0)
+        for conv in (getattr(transformer, "proj_in", None), getattr(transformer, "proj_out", None))
+    )
+    names = ("_operate_on_continuous_inputs", "_get_output_for_continuous_inputs")
+    if (
+        on
+        and pointwise
+        and getattr(transformer, "is_input_continuous", False)
+        and not transformer.use_linear_projection
+    ):
+        transformer._operate_on_continuous_inputs = functools.partial(_tokens_in, transformer)
+        transformer._get_output_for_continuous_inputs = functools.partial(_tokens_out, transformer)
+    else:
+        for name in names:
+            transformer.__dict__.pop(name, None)
+
+
+def _tokens_in(transformer: nn.Module, hidden_states: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``norm -> proj_in (1x1 conv) -> (n, h·w, c)`` tokens, without the layout copies.
+
+    diffusers runs the 1x1 conv on NCHW (cuDNN converts to NHWC and back) and then copies the result into
+    token order. A 1x1 conv is a matmul per frame, and the token matrix is the NCHW matrix transposed,
+    which cuBLAS reads as it is: one GEMM writes the tokens. Only rounding differs.
+    """
+    conv = transformer.proj_in
+    if not _plain_matmul_ok(conv, hidden_states):
+        return type(transformer)._operate_on_continuous_inputs(transformer, hidden_states)  # trained: stock path
+    x = transformer.norm(hidden_states).contiguous()  # GroupNorm's output is: a no-op
+    n, c, height, width = x.shape
+    weight = conv.weight.view(conv.out_channels, c)
+    return _TokensFromPlanes.apply(x.view(n, c, height * width), weight, conv.bias), conv.out_channels
+
+
+def _tokens_out(
+    transformer: nn.Module, hidden_states: torch.Tensor, residual: torch.Tensor, batch_size: int, height: int,
+    width: int, inner_dim: int,
+) -> torch.Tensor:  # fmt: skip
+    """Tokens ``(n, h·w, c) -> proj_out (1x1 conv) + residual`` in NCHW, one GEMM and no layout copies."""
+    conv = transformer.proj_out
+    if not (_plain_matmul_ok(conv, hidden_states) and _plain_matmul_ok(conv, residual)):
+        stock = type(transformer)._get_output_for_continuous_inputs
+        return stock(transformer, hidden_states, residual, batch_size, height, width, inner_dim)
+    weight = conv.weight.view(conv.out_channels, inner_dim)
+    n, c = residual.shape[:2]
+    out = _PlanesFromTokens.apply(hidden_states, weight, conv.bias, residual.view(n, c, height * width))
+    return out.view(residual.shape)
+
+
+def _plain_matmul_ok(conv: nn.Conv2d, x: torch.Tensor) -> bool:
+    # frozen weights (only the input gets a gradient), one dtype, no autocast (it would not cast in-place GEMMs)
+    trained = conv.weight.requires_grad or (conv.bias is not None and conv.bias.requires_grad)
+    frozen = not (trained and torch.is_grad_enabled())
+    same = x.dtype == conv.weight.dtype and x.is_contiguous()
+    return frozen and same and not torch.is_autocast_enabled(x.device.type)
+
+
+class _TokensFromPlanes(torch.autograd.Function):
+    """``(n, c, l) -> (n, l, c_out)`` with a frozen ``(c_out, c)`` weight: ``x[i]ᵀ Wᵀ + b``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(weight)
+        n = x.shape[0]
+        tokens = torch.bmm(x.transpose(1, 2), weight.t().expand(n, -1, -1))  # (n, l, c_out); no copy of x
+        return tokens.add_(bias) if bias is not None else tokens
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # grad: (n, l, c_out)
+        (weight,) = ctx.saved_tensors
+        n = grad.shape[0]
+        return torch.bmm(weight.t().expand(n, -1, -1), grad.transpose(1, 2)), None, None  # (n, c, l)
+
+
+class _PlanesFromTokens(torch.autograd.Function):
+    """``(n, l, c) -> (n, c_out, l)`` with a frozen ``(c_out, c)`` weight: ``residual + b + W tokens[i]ᵀ``."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, tokens: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor
+    ) -> torch.Tensor:
+        ctx.save_for_backward(weight)
+        n = tokens.shape[0]
+        out = residual + bias.view(1, -1, 1) if bias is not None else residual.clone()
+        return out.baddbmm_(weight.expand(n, -1, -1), tokens.transpose(1, 2))  # (n, c_out, l)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, torch.Tensor]:  # (n, c_out, l)
+        (weight,) = ctx.saved_tensors
+        n = grad.shape[0]
+        return torch.bmm(grad.transpose(1, 2), weight.expand(n, -1, -1)), None, None, grad  # (n, l, c)
 
 
 def _set_lean_geglu(ff: nn.Module, on: bool) -> None:
@@ -263,8 +361,44 @@ def _set_lean_geglu(ff: nn.Module, on: bool) -> None:
 
 
 def _lean_geglu_forward(act: nn.Module, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-    """GEGLU (``x * gelu(gate)`` with ``(x | gate) = proj(h)``) keeping only ``proj(h)`` for the backward pass."""
-    return _GatedGelu.apply(act.proj(hidden_states))
+    """GEGLU (``x * gelu(gate)`` with ``(x | gate) = proj(h)``) keeping only ``x`` and ``gate`` for the backward.
+
+    With a frozen projection (tuning trains no feed-forward), ``x`` and ``gate`` come from two GEMMs on the
+    weight's two halves (contiguous views), so the gelu and the product run as vectorized kernels on
+    contiguous tensors instead of strided ones, and the backward needs no concatenation.
+    """
+    proj = act.proj
+    trained = proj.weight.requires_grad or (proj.bias is not None and proj.bias.requires_grad)
+    same = hidden_states.dtype == proj.weight.dtype and not torch.is_autocast_enabled(hidden_states.device.type)
+    if (trained and torch.is_grad_enabled()) or not same or not hidden_states.is_contiguous():
+        return _GatedGelu.apply(proj(hidden_states))
+    half = proj.out_features // 2
+    weight, bias = proj.weight, proj.bias
+    bias_x, bias_gate = (None, None) if bias is None else (bias[:half], bias[half:])
+    return _SplitGatedGelu.apply(hidden_states, weight[:half], bias_x, weight[half:], bias_gate)
+
+
+class _SplitGatedGelu(torch.autograd.Function):
+    """``x * gelu(gate)`` with ``x = h Wxᵀ + bx``, ``gate = h Wgᵀ + bg`` and frozen weights; gelu recomputed."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, h: torch.Tensor, weight_x: torch.Tensor, bias_x: torch.Tensor | None, weight_gate: torch.Tensor,
+        bias_gate: torch.Tensor | None,
+    ) -> torch.Tensor:  # fmt: skip
+        x, gate = F.linear(h, weight_x, bias_x), F.linear(h, weight_gate, bias_gate)
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(x, gate, weight_x, weight_gate)
+            return x * F.gelu(gate)
+        return x.mul_(F.gelu(gate))  # nothing kept: reuse x's memory
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, gate, weight_x, weight_gate = ctx.saved_tensors
+        grad_x = (grad * F.gelu(gate)).flatten(0, -2)
+        grad_gate = torch.ops.aten.gelu_backward(grad * x, gate).flatten(0, -2)
+        grad_h = torch.mm(grad_x, weight_x).addmm_(grad_gate, weight_gate)  # (tokens, c)
+        return grad_h.view(*grad.shape[:-1], -1), None, None, None, None
 
 
 class _GatedGelu(torch.autograd.Function):
