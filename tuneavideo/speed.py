@@ -11,10 +11,13 @@ One small switch, applied to a pipeline (``pipe.set_speed_mode(mode)``) or to on
   from per-frame statistics (no layout copies, one row per frame and group instead of per clip and
   group); tuning runs the UNet in its own half dtype (no autocast) with fp32 master copies of the
   trained parameters in a fused AdamW; GEGLU's gelu is recomputed in the backward pass instead of kept
-  (the same bits, 1.6 GiB less at 24 frames); tuning steps and inversion / sampling steps replay from CUDA graphs
+  (1.6 GiB less at 24 frames); no whole-activation copies only to change a layout (temporal attention in the
+  block's own layout through strided views, the transformers' 1x1 projections as GEMMs on NCHW, GEGLU as two
+  GEMMs: 24 frames on an H200, step 0.258 -> 0.233 s, inversion 4.82 -> 4.32 s, edit 9.33 -> 8.36 s);
+  tuning steps and inversion / sampling steps replay from CUDA graphs
   (:mod:`tuneavideo.graphs`: one launch instead of ~1,000). (cuDNN's benchmark mode was measured and left off: no gain per
   step, ~28 s of autotuning in a fresh process's first job.) Results match the plain path to fp16 noise (other kernels round in another order).
-- ``"low-vram"``: for 12 GB cards (24 frames at 512² tune in 6.86 GiB at 0.351 s a step on an H200). ``"fast"``
+- ``"low-vram"``: for 12 GB cards (24 frames at 512² tune in 6.80 GiB at 0.326 s a step on an H200). ``"fast"``
   plus gradient checkpointing (mid block included; each ``Transformer2DModel`` one checkpoint, not each block
   inside it), the feed-forwards recomputed inside the checkpointed blocks, the VAE and text encoder on the CPU
   while tuning, VAE encode/decode one frame at a time and CFG as two half batches (half the sampling
@@ -70,9 +73,9 @@ class SpeedPlan:
     # step (0.276 vs 0.278 s) and cost ~28 s of autotuning in a fresh process's first job (benchmarks/worker_start.py).
     cudnn_benchmark: bool = False
     checkpoint_ff: bool = False  # tuning: the feed-forwards recompute inside the checkpointed blocks (low-vram)
-    # tuning: GEGLU keeps only its projection for the backward pass and recomputes gelu(gate) there (same bits).
-    # Fast only: 24 frames 25.53 -> 23.91 GiB on an H200; in low-vram the recompute's temporary falls on its peak
-    # (inside a feed-forward's backward): 6.86 -> 7.10 GiB, so it is off there
+    # GEGLU keeps only its projection (as x and gate, two GEMMs on the weight's halves when it is frozen) for the
+    # backward pass and recomputes gelu(gate) there. Fast only: 24 frames 25.53 -> 23.91 GiB on an H200 (the one-GEMM
+    # version); in low-vram that version's recompute temporary fell on its peak (6.86 -> 7.10 GiB), so it is off there
     lean_geglu: bool = False
     # tuning with checkpointing: each Transformer2DModel (norm, projections, blocks) is one checkpoint, not each
     # inner block, so its norm's and projections' activations are not kept (low-vram)
