@@ -1,11 +1,13 @@
 """Write the GPU cost table the estimates use (``tuneavideo/data/gpu_costs.json``) from benchmark JSON.
 
 Per GPU: lines ``seconds = a + b * units`` per speed mode, fitted to ``benchmarks/speed.py``'s cells
-(``units`` = frames x latent pixels, x2 rows for a CFG step), the peak memory the same way, and the GPU's
-fp16 matmul throughput from ``benchmarks/job_time.py`` (what other GPUs are scaled by).
+(``units`` = frames x latent pixels, x2 rows for a CFG step), the peak memory the same way, the GPU's
+fp16 matmul throughput from ``benchmarks/job_time.py`` (what other GPUs are scaled by), and each phase's
+fixed seconds (encoding, decoding, writing, first use of the kernels and graphs) from whole jobs through the
+Engine: what they took beyond their steps, the median over the jobs.
 ``tests/test_costs.py`` checks that the shipped table is what this script computes.
 
-    python benchmarks/cost_table.py benchmarks/speed_h200_512.json:benchmarks/job_h200_24f.json
+    python benchmarks/cost_table.py benchmarks/speed_h200_512.json:benchmarks/job_h200_24f.json,benchmarks/job_h200_8f.json
 """
 
 from __future__ import annotations
@@ -20,24 +22,33 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 
 def build_table(pairs: list[str]) -> dict:
-    """``{gpu: entry}`` from ``SPEED_JSON:JOB_JSON`` pairs (paths relative to the repository root)."""
-    from tuneavideo.costs import gpu_rows
+    """``{gpu: entry}`` from ``SPEED_JSON:JOB_JSON[,JOB_JSON...]`` (paths relative to the repository root).
+
+    The first job gives the GPU's matmul throughput; all of them give the fixed seconds of each phase.
+    """
+    from tuneavideo.costs import fixed_seconds, gpu_rows
 
     table = {}
     for pair in pairs:
-        speed, job = pair.split(":")
+        speed, jobs = pair.split(":")
         entry = gpu_rows(json.loads((ROOT / speed).read_text()), speed)
-        entry["matmul_fp16_tflops"] = json.loads((ROOT / job).read_text())["matmul_fp16_tflops"]
+        runs = [json.loads((ROOT / job).read_text()) for job in jobs.split(",")]
+        entry["matmul_fp16_tflops"] = runs[0]["matmul_fp16_tflops"]
+        entry["fixed_s"] = fixed_seconds(entry, runs)
+        entry["fixed_source"] = jobs.split(",")
         table[entry["gpu"]] = entry
     return table
 
 
-DEFAULT_PAIRS = ["benchmarks/speed_h200_512.json:benchmarks/job_h200_24f.json"]
+DEFAULT_PAIRS = [
+    "benchmarks/speed_h200_512.json:benchmarks/job_h200_24f.json,benchmarks/job_h200_24f_lowvram.json,"
+    "benchmarks/job_h200_8f.json"
+]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("pairs", nargs="*", default=DEFAULT_PAIRS, help="SPEED_JSON:JOB_JSON per GPU")
+    ap.add_argument("pairs", nargs="*", default=DEFAULT_PAIRS, help="SPEED_JSON:JOB_JSON[,JOB_JSON...] per GPU")
     ap.add_argument("--out", default=str(ROOT / "tuneavideo" / "data" / "gpu_costs.json"))
     args = ap.parse_args()
     text = json.dumps(build_table(args.pairs), indent=2) + "\n"

@@ -26,10 +26,16 @@ def test_the_shipped_gpu_table_is_what_the_benchmarks_wrote():
     assert a + b * 24 * 64 * 64 == pytest.approx(cell["tune_step_s"], rel=0.02)  # the line goes through it
 
 
-def test_the_paper_setting_on_an_h200_is_within_25_percent_of_a_measured_job():
-    job = json.loads((ROOT / "benchmarks" / "job_h200_24f.json").read_text())
+@pytest.mark.parametrize("name", ["job_h200_24f.json", "job_h200_24f_lowvram.json", "job_h200_8f.json"])
+def test_whole_jobs_on_an_h200_are_within_25_percent_of_their_estimates(name):
+    """Fresh-process jobs through the Engine (benchmarks/job_time.py): the paper's setting, and a short 8-frame job
+    whose fixed costs (encoding, decoding, first use of kernels and graphs) are a large share of it."""
+    job = json.loads((ROOT / "benchmarks" / name).read_text())
     model = CostModel("cuda", "sd", 8, job["gpu"], job["speed_mode"])
-    est = model.estimate(*PAPER, num_prompts=1, preview_steps=0, weights_bytes=SD_SIZES[0],
+    spec = VideoSpec(job["frames"], job["size"], job["size"])
+    configs = (spec, TuneConfig(max_train_steps=job["tune_steps"]), SampleConfig(job["ddim_steps"], 12.5),
+               InvertConfig(job["ddim_steps"]))  # fmt: skip
+    est = model.estimate(*configs, num_prompts=1, preview_steps=0, weights_bytes=SD_SIZES[0],
                          trainable_params=SD_SIZES[1], element_size=SD_SIZES[2])  # fmt: skip
     measured = job["measured"]["total_seconds"]
     assert est["total_seconds"] == pytest.approx(measured, rel=0.25)
@@ -85,3 +91,17 @@ def test_low_vram_estimates_come_from_its_own_measured_rows():
         element_size=SD_SIZES[2],
     )
     assert est["tune_peak_bytes"] < fast["tune_peak_bytes"] / 2
+
+
+def test_a_phase_s_fixed_seconds_are_added_once_and_kept_out_of_the_calibration():
+    model = CostModel("cuda", "sd", 8, "NVIDIA H200", "fast")
+    fixed = model.fixed
+    assert set(fixed) == {"train", "forward", "sample"} and all(v > 0 for v in fixed.values())
+    units = model.units(VideoSpec(8, 512, 512))
+    steps_only = 300 * model._step("train", units)
+    assert model.seconds("train", 300, units) == pytest.approx(steps_only + fixed["train"])
+    assert model.seconds("sample", 0, units) == 0.0  # no preview: nothing, not the fixed part
+    model.measured("train", 2 * steps_only + fixed["train"], 300, units)  # steps twice as slow as the table
+    assert model.correction["train"] == pytest.approx(2.0)
+    assert model.seconds("train", 300, units) == pytest.approx(2 * steps_only + fixed["train"])
+    assert CostModel("cpu", "toy-world").fixed == {}  # CPU constants have no fixed part

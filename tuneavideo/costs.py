@@ -79,6 +79,28 @@ def gpu_rows(bench: dict[str, Any], source: str) -> dict[str, Any]:
     return {"gpu": bench["gpu"], "date": bench["date"], "torch": bench["torch"], "source": source, "modes": modes}
 
 
+def fixed_seconds(entry: dict[str, Any], jobs: list[dict[str, Any]]) -> dict[str, float]:
+    """Seconds each phase of a whole job took beyond its steps (median over ``jobs``, ``benchmarks/job_time.py``).
+
+    Encoding, decoding, writing and the first use of kernels and CUDA graphs in a fresh process: per-step lines
+    fitted to warm loops miss them, which matters most for short jobs (an 8-frame 300-step job ran 1.37x its
+    step-only estimate). Keyed like the step kinds: ``train`` (tuning), ``forward`` (inversion), ``sample`` (edit).
+    """
+    spent: dict[str, list[float]] = {"train": [], "forward": [], "sample": []}
+    for job in jobs:
+        lines = entry["modes"].get(job["speed_mode"] if job["speed_mode"] != "auto" else "fast")
+        if lines is None:
+            continue
+        units = job["frames"] * (job["size"] // 8) ** 2
+        measured = job["measured"]
+        steps = {"train": (job["tune_steps"], units, measured["tune_seconds"]),
+                 "forward": (job["ddim_steps"], units, measured["invert_seconds"]),
+                 "sample": (job["ddim_steps"], 2 * units, measured["edit_seconds"])}  # fmt: skip
+        for kind, (n, u, seconds) in steps.items():
+            spent[kind].append(max(0.0, seconds - n * step_seconds(lines, kind, u)))
+    return {kind: round(sorted(v)[len(v) // 2], 2) for kind, v in spent.items() if v}
+
+
 @functools.lru_cache(maxsize=1)  # a read-only file shipped with the package
 def gpu_table() -> dict[str, Any]:
     """``{gpu name: {"matmul_fp16_tflops", "modes": {mode: rows}, "source", "date", ...}}``."""
@@ -173,6 +195,7 @@ class CostModel:
         self.device = str(device)
         self.vae_scale_factor = int(vae_scale_factor)
         self.row, self.source, self.spread = self._pick(kind, gpu_name, speed_mode, tflops)
+        self.fixed: dict[str, float] = self.row.get("fixed_s", {})  # seconds per phase beyond its steps
         self.correction: dict[str, float] = {}  # measured / predicted, per "train" / "forward"
         self.runs = 0
         self._lock = threading.Lock()
@@ -210,7 +233,8 @@ class CostModel:
         derived = mode == "low-vram" and use != mode  # an older table: low-vram from fast's rows
         train_k = scale * (LOW_VRAM_TRAIN_FACTOR if derived else 1.0)
         row = {**base, "train": _scaled(lines["train"], train_k), "forward": _scaled(lines["forward"], scale),
-               "sample": _scaled(lines["sample"], scale)}  # fmt: skip
+               "sample": _scaled(lines["sample"], scale),
+               "fixed_s": {k: v * scale for k, v in entry.get("fixed_s", {}).items()}}  # fmt: skip
         if not derived:  # low-vram's peaks are far lower than fast's: keep the activation heuristic there
             row.update(peak_train=lines["peak_train"], peak_sample=lines["peak_sample"])
         extra = f", x{LOW_VRAM_TRAIN_FACTOR} tuning for low-vram's recompute" if derived else ""
@@ -228,8 +252,9 @@ class CostModel:
         return step_seconds(self.row, what if what in self.row else "forward", units)
 
     def measured(self, what: str, seconds: float, steps: int, units: float) -> None:
-        """Fold a finished run into the correction (EMA of measured / predicted time)."""
+        """Fold a finished run into the correction (EMA of measured / predicted time of its steps)."""
         predicted = steps * self._step(what, units)
+        seconds = max(seconds - self.fixed.get(what, 0.0), 0.5 * seconds)  # the steps' share of the run
         if steps <= 0 or predicted <= 0 or seconds <= 0:
             return
         ratio = min(max(seconds / predicted, 0.01), 100.0)  # wide: a loaded machine can be 30x slower
@@ -240,9 +265,11 @@ class CostModel:
             self.runs += 1
 
     def seconds(self, what: str, steps: int, units: float) -> float:
-        """Predicted seconds of ``steps`` steps on ``units`` units, corrected."""
+        """Predicted seconds of a run of ``steps`` steps on ``units`` units, corrected, plus its phase's fixed part."""
+        if steps <= 0:
+            return 0.0
         key = "train" if what == "train" else "forward"
-        return steps * self._step(what, units) * self.correction.get(key, 1.0)
+        return steps * self._step(what, units) * self.correction.get(key, 1.0) + self.fixed.get(what, 0.0)
 
     def _peaks(self, units: float, cfg_rows: int, tune: TuneConfig, weights: int, optimizer: int) -> tuple[int, int]:
         if "peak_train" in self.row and not tune.gradient_checkpointing:  # measured peaks (weights included)
@@ -272,7 +299,7 @@ class CostModel:
         tune_s = self.seconds("train", tune.max_train_steps, units)
         preview_s = self.seconds(step[0], preview_steps, step[1])
         invert_s = self.seconds("forward", invert.num_inference_steps, units) if sample.use_inversion else 0.0
-        edit_s = num_prompts * self.seconds(step[0], sample.num_inference_steps, step[1])
+        edit_s = self.seconds(step[0], num_prompts * sample.num_inference_steps, step[1])  # one sampling call
         optimizer = trainable_params * (4 + 4 + 8)  # fp32 master copy, gradient, two AdamW moments
         tune_peak, edit_peak = self._peaks(units, 2 if cfg else 1, tune, weights_bytes, optimizer)
         total = tune_s + preview_s + invert_s + edit_s
