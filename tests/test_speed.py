@@ -445,3 +445,15 @@ def test_fast_layouts_match_the_reference_path_and_are_used(monkeypatch):
     assert used["tokens_in"] == 3 * len(transformers) - 1
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not speed._plain_matmul_ok(transformers[1].proj_in, x[:, :, 0])
+
+
+def test_the_layout_free_temporal_attention_keeps_within_cuda_s_grid_limit():
+    """Every (token, head) pair is an SDPA head there; a CUDA grid dimension holds 65535, so larger latents (768²
+    gives 96·96 tokens x 8 heads = 73728) take the reference layout."""
+    from diffusers.models.attention_processor import Attention
+
+    from tuneavideo.attention import _strided_ok
+
+    attn = Attention(query_dim=320, heads=8, dim_head=40)
+    assert _strided_ok(attn, torch.empty(2 * 24, 64 * 64, 320, device="meta"))  # 512²: 32768 heads
+    assert not _strided_ok(attn, torch.empty(2 * 24, 96 * 96, 320, device="meta"))  # 768²

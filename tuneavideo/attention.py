@@ -246,10 +246,23 @@ class TemporalAttentionHook:
         return h.view(b, d, f, c).transpose(1, 2).reshape(bf, d, c)  # (b f) d c
 
 
+# The layout-free path makes every (token, head) pair an SDPA head; fused CUDA kernels launch one grid row per
+# head, and a grid dimension holds at most 65535 (PyTorch issue 142228: failed launches or wrong results). 512²
+# latents give 32768 at the first level; 768² would give 73728, so such sizes take the reference layout.
+_MAX_SDPA_HEADS = 65535
+
+
 def _strided_ok(attn: Attention, x: torch.Tensor) -> bool:
     # the layout-free path below computes exactly what AttnProcessor2_0 does for a plain attention module
     plain = attn.group_norm is None and attn.spatial_norm is None and attn.norm_q is None and attn.norm_k is None
-    return plain and type(attn.processor) is AttnProcessor2_0 and x.is_contiguous() and not attn.residual_connection
+    fits = x.dim() == 3 and x.shape[1] * attn.heads <= _MAX_SDPA_HEADS
+    return (
+        plain
+        and fits
+        and type(attn.processor) is AttnProcessor2_0
+        and x.is_contiguous()
+        and not attn.residual_connection
+    )
 
 
 # For frames as the sequence (a few dozen keys, many thousand sequences) the memory-efficient kernel is the quickest

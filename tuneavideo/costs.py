@@ -234,7 +234,7 @@ class CostModel:
         train_k = scale * (LOW_VRAM_TRAIN_FACTOR if derived else 1.0)
         row = {**base, "train": _scaled(lines["train"], train_k), "forward": _scaled(lines["forward"], scale),
                "sample": _scaled(lines["sample"], scale),
-               "fixed_s": {k: v * scale for k, v in entry.get("fixed_s", {}).items()}}  # fmt: skip
+               "fixed_s": entry.get("fixed_s", {})}  # fmt: skip  # host-bound in good part: not scaled
         if not derived:  # low-vram's peaks are far lower than fast's: keep the activation heuristic there
             row.update(peak_train=lines["peak_train"], peak_sample=lines["peak_sample"])
         extra = f", x{LOW_VRAM_TRAIN_FACTOR} tuning for low-vram's recompute" if derived else ""
@@ -251,10 +251,11 @@ class CostModel:
         """Uncorrected seconds of one step: ``train``, ``forward`` (one row) or ``sample`` (a CFG step, 2 rows)."""
         return step_seconds(self.row, what if what in self.row else "forward", units)
 
-    def measured(self, what: str, seconds: float, steps: int, units: float) -> None:
-        """Fold a finished run into the correction (EMA of measured / predicted time of its steps)."""
+    def measured(self, what: str, seconds: float, steps: int, units: float, calls: int = 1) -> None:
+        """Fold a finished run of ``calls`` pipeline calls into the correction (EMA of measured / predicted time
+        of its steps: each call's fixed part is taken out first)."""
         predicted = steps * self._step(what, units)
-        seconds = max(seconds - self.fixed.get(what, 0.0), 0.5 * seconds)  # the steps' share of the run
+        seconds = max(seconds - calls * self.fixed.get(what, 0.0), 0.5 * seconds)  # the steps' share of the run
         if steps <= 0 or predicted <= 0 or seconds <= 0:
             return
         ratio = min(max(seconds / predicted, 0.01), 100.0)  # wide: a loaded machine can be 30x slower
@@ -299,7 +300,7 @@ class CostModel:
         tune_s = self.seconds("train", tune.max_train_steps, units)
         preview_s = self.seconds(step[0], preview_steps, step[1])
         invert_s = self.seconds("forward", invert.num_inference_steps, units) if sample.use_inversion else 0.0
-        edit_s = self.seconds(step[0], num_prompts * sample.num_inference_steps, step[1])  # one sampling call
+        edit_s = num_prompts * self.seconds(step[0], sample.num_inference_steps, step[1])  # one pipeline call each
         optimizer = trainable_params * (4 + 4 + 8)  # fp32 master copy, gradient, two AdamW moments
         tune_peak, edit_peak = self._peaks(units, 2 if cfg else 1, tune, weights_bytes, optimizer)
         total = tune_s + preview_s + invert_s + edit_s

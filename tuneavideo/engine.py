@@ -371,7 +371,8 @@ class Engine:
         cfg = sample.guidance_scale > 1.0  # a CFG step runs two rows per frame
         steps = len(prompts) * sample.num_inference_steps
         spent = time.perf_counter() - started
-        self.costs.measured("sample" if cfg else "forward", spent, steps, self.costs.units(spec, 2 if cfg else 1))
+        rows = 2 if cfg else 1
+        self.costs.measured("sample" if cfg else "forward", spent, steps, self.costs.units(spec, rows), len(prompts))
         return frames
 
     def edit(

@@ -261,7 +261,11 @@ def apply_speed_mode(pipe: Any, mode: str, compile: bool = False) -> SpeedPlan:
 def _set_token_projections(transformer: nn.Module, on: bool) -> None:
     """Fast kernels: a transformer's 1x1-conv ``proj_in`` / ``proj_out`` as matmuls on the NCHW layout."""
     pointwise = all(
-        isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1) and conv.groups == 1 and conv.padding == (0, 0)
+        isinstance(conv, nn.Conv2d)
+        and conv.kernel_size == (1, 1)
+        and conv.stride == (1, 1)
+        and conv.groups == 1
+        and conv.padding == (0, 0)
         for conv in (getattr(transformer, "proj_in", None), getattr(transformer, "proj_out", None))
     )
     names = ("_operate_on_continuous_inputs", "_get_output_for_continuous_inputs")
