@@ -444,7 +444,7 @@ def test_fast_layouts_match_the_reference_path_and_are_used(monkeypatch):
         unet(x, 10, text)  # no gradient: the weight's flag does not matter
     assert used["tokens_in"] == 3 * len(transformers) - 1
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not speed._plain_matmul_ok(transformers[1].proj_in, x[:, :, 0])
+        assert not speed._frozen_plain_input(transformers[1].proj_in, x[:, :, 0])
 
 
 def test_the_layout_free_temporal_attention_keeps_within_cuda_s_grid_limit():

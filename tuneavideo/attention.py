@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from torch import nn
 
+from .speed import sdpa_priority
+
 
 @dataclass
 class FrameContext:
@@ -255,7 +257,7 @@ _MAX_SDPA_HEADS = 65535
 def _strided_ok(attn: Attention, x: torch.Tensor) -> bool:
     # the layout-free path below computes exactly what AttnProcessor2_0 does for a plain attention module
     plain = attn.group_norm is None and attn.spatial_norm is None and attn.norm_q is None and attn.norm_k is None
-    fits = x.dim() == 3 and x.shape[1] * attn.heads <= _MAX_SDPA_HEADS
+    fits = x.shape[1] * attn.heads <= _MAX_SDPA_HEADS  # x: (b f) d c
     return (
         plain
         and fits
@@ -272,11 +274,7 @@ _SHORT_SEQUENCE_ORDER = ("EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "FLASH_ATTENT
 
 
 def _short_sequence_kernels(q: torch.Tensor) -> contextlib.AbstractContextManager:
-    if not q.is_cuda:
-        return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    return sdpa_kernel([getattr(SDPBackend, name) for name in _SHORT_SEQUENCE_ORDER], set_priority=True)
+    return sdpa_priority(_SHORT_SEQUENCE_ORDER) if q.is_cuda else contextlib.nullcontext()
 
 
 def _temporal_in_place_layout(

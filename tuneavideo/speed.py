@@ -39,7 +39,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -94,11 +94,15 @@ class SpeedPlan:
             if self.cudnn_benchmark:
                 stack.enter_context(_cudnn_benchmark())
             if self.sdpa_priority:
-                from torch.nn.attention import SDPBackend, sdpa_kernel
-
-                backends = [getattr(SDPBackend, name) for name in self.sdpa_priority]
-                stack.enter_context(sdpa_kernel(backends, set_priority=True))
+                stack.enter_context(sdpa_priority(self.sdpa_priority))
             yield
+
+
+def sdpa_priority(names: tuple[str, ...]) -> AbstractContextManager:
+    """Within: SDPA tries the ``SDPBackend`` kernels ``names`` in this order (restored on exit)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([getattr(SDPBackend, name) for name in names], set_priority=True)
 
 
 @contextmanager
@@ -290,7 +294,7 @@ def _tokens_in(transformer: nn.Module, hidden_states: torch.Tensor) -> tuple[tor
     which cuBLAS reads as it is: one GEMM writes the tokens. Only rounding differs.
     """
     conv = transformer.proj_in
-    if not _plain_matmul_ok(conv, hidden_states):
+    if not _frozen_plain_input(conv, hidden_states):
         return type(transformer)._operate_on_continuous_inputs(transformer, hidden_states)  # trained: stock path
     x = transformer.norm(hidden_states).contiguous()  # GroupNorm's output is: a no-op
     n, c, height, width = x.shape
@@ -304,7 +308,7 @@ def _tokens_out(
 ) -> torch.Tensor:  # fmt: skip
     """Tokens ``(n, h·w, c) -> proj_out (1x1 conv) + residual`` in NCHW, one GEMM and no layout copies."""
     conv = transformer.proj_out
-    if not (_plain_matmul_ok(conv, hidden_states) and _plain_matmul_ok(conv, residual)):
+    if not (_frozen_plain_input(conv, hidden_states) and _frozen_plain_input(conv, residual)):
         stock = type(transformer)._get_output_for_continuous_inputs
         return stock(transformer, hidden_states, residual, batch_size, height, width, inner_dim)
     weight = conv.weight.view(conv.out_channels, inner_dim)
@@ -313,11 +317,12 @@ def _tokens_out(
     return out.view(residual.shape)
 
 
-def _plain_matmul_ok(conv: nn.Conv2d, x: torch.Tensor) -> bool:
-    # frozen weights (only the input gets a gradient), one dtype, no autocast (it would not cast in-place GEMMs)
-    trained = conv.weight.requires_grad or (conv.bias is not None and conv.bias.requires_grad)
+def _frozen_plain_input(layer: nn.Module, x: torch.Tensor) -> bool:
+    """Whether the hand-written forward/backward of ``layer`` (a conv or linear) may take ``x``: frozen weights
+    (only the input gets a gradient), one dtype, a contiguous input, no autocast (it would not cast them)."""
+    trained = layer.weight.requires_grad or (layer.bias is not None and layer.bias.requires_grad)
     frozen = not (trained and torch.is_grad_enabled())
-    same = x.dtype == conv.weight.dtype and x.is_contiguous()
+    same = x.dtype == layer.weight.dtype and x.is_contiguous()
     return frozen and same and not torch.is_autocast_enabled(x.device.type)
 
 
@@ -376,9 +381,7 @@ def _lean_geglu_forward(act: nn.Module, hidden_states: torch.Tensor, *args: Any,
     contiguous tensors instead of strided ones, and the backward needs no concatenation.
     """
     proj = act.proj
-    trained = proj.weight.requires_grad or (proj.bias is not None and proj.bias.requires_grad)
-    same = hidden_states.dtype == proj.weight.dtype and not torch.is_autocast_enabled(hidden_states.device.type)
-    if (trained and torch.is_grad_enabled()) or not same or not hidden_states.is_contiguous():
+    if not _frozen_plain_input(proj, hidden_states):
         return _GatedGelu.apply(proj(hidden_states))
     half = proj.out_features // 2
     weight, bias = proj.weight, proj.bias
