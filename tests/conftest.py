@@ -9,8 +9,14 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import pytest
 import torch
+
+# Without CUDA, the Triton kernels (tuneavideo.kernels) run in Triton's CPU interpreter. It is read when a
+# kernel module is imported, so it is set before any test imports one.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 

@@ -96,11 +96,14 @@ def test_sparse_causal_gather_is_frame_0_then_the_previous_frame():
 
 
 @pytest.mark.parametrize("affine", [True, False])
-def test_frame_parallel_clip_group_norm_matches_the_5d_group_norm(affine):
+def test_frame_parallel_clip_group_norm_matches_the_5d_group_norm(affine, monkeypatch):
     from torch import nn
 
+    import tuneavideo.unet
     from tuneavideo.attention import FrameContext
     from tuneavideo.unet import ClipGroupNorm
+
+    monkeypatch.setattr(tuneavideo.unet, "triton_available", lambda: False)  # the PyTorch path, not the kernel's
 
     context = FrameContext(num_frames=4, fast_kernels=True)
     norm = ClipGroupNorm.from_group_norm(nn.GroupNorm(4, 16, eps=1e-5, affine=affine), context)
@@ -292,7 +295,7 @@ def test_a_graphed_tuning_step_feeds_fresh_inputs_through_its_buffers(fail):
 def test_compiles_are_cached_beside_the_tuned_weights(tmp_path, monkeypatch):
     import os
 
-    from tuneavideo.speed import persistent_compile_cache
+    from tuneavideo.speed import persistent_compile_cache, persistent_kernel_cache
 
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     monkeypatch.setenv("TUNEAVIDEO_CACHE_DIR", str(tmp_path / "cache"))
@@ -302,6 +305,10 @@ def test_compiles_are_cached_beside_the_tuned_weights(tmp_path, monkeypatch):
     assert persistent_compile_cache(tmp_path / "other") == tmp_path / "mine"  # the user's own choice wins
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
     assert persistent_compile_cache(tmp_path / "other") == tmp_path / "other" / "inductor"  # --cache-dir
+    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
+    assert persistent_kernel_cache() == tmp_path / "cache" / "triton"  # the fast path's Triton kernels too
+    assert os.environ["TRITON_CACHE_DIR"] == str(tmp_path / "cache" / "triton")
+    assert persistent_kernel_cache(tmp_path / "other") == tmp_path / "cache" / "triton"  # already chosen: kept
 
 
 class _FakeStream:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from torch import nn
 
+from .kernels import triton_available
 from .speed import sdpa_priority
 
 
@@ -47,7 +48,8 @@ def _output(attn: Attention, out: torch.Tensor, residual: torch.Tensor, dtype: t
     out = attn.to_out[1](attn.to_out[0](out))
     if attn.residual_connection:
         out = out + residual
-    return out / attn.rescale_output_factor
+    # SD's factor is 1: skip a pass over the output (and its backward) for an exact no-op
+    return out if attn.rescale_output_factor == 1 else out / attn.rescale_output_factor
 
 
 def _xformers_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -277,6 +279,14 @@ def _short_sequence_kernels(q: torch.Tensor) -> contextlib.AbstractContextManage
     return sdpa_priority(_SHORT_SEQUENCE_ORDER) if q.is_cuda else contextlib.nullcontext()
 
 
+def _triton_temporal_ok(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, f: int, heads: int) -> bool:
+    if not triton_available():
+        return False
+    from .kernels.temporal_attention import temporal_attention_supported
+
+    return temporal_attention_supported(q, k, v, f, heads)
+
+
 def _temporal_in_place_layout(
     norm_temp: nn.LayerNorm, attn: Attention, output: torch.Tensor, b: int, f: int
 ) -> torch.Tensor:
@@ -295,10 +305,16 @@ def _temporal_in_place_layout(
     def split(t: torch.Tensor) -> torch.Tensor:  # (b f) d c -> (b, d heads, f, c/heads), a view
         return t.view(b, f, d * heads, c // heads).transpose(1, 2)
 
-    q, k, v = split(attn.to_q(h)), split(attn.to_k(h)), split(attn.to_v(h))
-    with _short_sequence_kernels(q):
-        out = F.scaled_dot_product_attention(q, k, v)  # (b, d heads, f, c/heads)
-    out = out.transpose(1, 2).reshape(bf, d, c)  # a view when the kernel wrote (b, f, d heads, c/heads)
+    q, k, v = attn.to_q(h), attn.to_k(h), attn.to_v(h)  # (b f) d c
+    if _triton_temporal_ok(q, k, v, f, heads):
+        from .kernels.temporal_attention import temporal_attention
+
+        out = temporal_attention(q, k, v, f, heads)  # (b f) d c; many sequences a program
+    else:
+        q, k, v = split(q), split(k), split(v)
+        with _short_sequence_kernels(q):
+            out = F.scaled_dot_product_attention(q, k, v)  # (b, d heads, f, c/heads)
+        out = out.transpose(1, 2).reshape(bf, d, c)  # a view when the kernel wrote (b, f, d heads, c/heads)
     out = attn.to_out[1](attn.to_out[0](out))
     if attn.rescale_output_factor != 1:
         out = out / attn.rescale_output_factor

@@ -354,9 +354,12 @@ def open_base(settings: Settings | None, pipe: Any = None) -> tuple[Settings, An
     if pipe is None:
         settings = (settings or Settings.from_env()).resolve()
         pipe = load_base(settings.model, settings.device, settings.dtype)
-        if settings.compile:  # compiles persist beside the tuned weights (--cache-dir), not in /tmp
-            from .speed import persistent_compile_cache
+        from .speed import persistent_compile_cache, persistent_kernel_cache
 
+        # compiled kernels persist beside the tuned weights (--cache-dir), not in /tmp or the home folder
+        if str(settings.device).startswith("cuda"):
+            persistent_kernel_cache(settings.cache_dir)
+        if settings.compile:
             persistent_compile_cache(settings.cache_dir)
         pipe.set_speed_mode(speed_for(settings.speed, settings.device), compile=settings.compile)
         return settings, pipe

@@ -188,11 +188,26 @@ def persistent_compile_cache(cache_dir: str | os.PathLike | None = None) -> Path
     """
     if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
         return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+    folder = _cache_root(cache_dir) / "inductor"
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)  # read by Inductor whenever it compiles
+    return folder
+
+
+def _cache_root(cache_dir: str | os.PathLike | None) -> Path:
     if cache_dir is None:
         home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         cache_dir = os.environ.get("TUNEAVIDEO_CACHE_DIR") or str(Path(home) / "tuneavideo")
-    folder = Path(cache_dir) / "inductor"
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)  # read by Inductor whenever it compiles
+    return Path(cache_dir)
+
+
+def persistent_kernel_cache(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where Triton keeps the compiled fast-path kernels (:mod:`tuneavideo.kernels`): ``TRITON_CACHE_DIR`` when
+    set, else (and set to) ``<cache dir>/triton`` beside the Inductor cache, so a restarted container with
+    persistent storage skips the ~25 s a fresh machine spends compiling them on its first tuning step."""
+    if os.environ.get("TRITON_CACHE_DIR"):
+        return Path(os.environ["TRITON_CACHE_DIR"])
+    folder = _cache_root(cache_dir) / "triton"
+    os.environ["TRITON_CACHE_DIR"] = str(folder)  # read by Triton whenever it compiles or looks a kernel up
     return folder
 
 
@@ -238,6 +253,8 @@ def apply_speed_mode(pipe: Any, mode: str, compile: bool = False) -> SpeedPlan:
     """
     plan = speed_plan(mode, pipe._execution_device, compile)
     unet = pipe.unet
+    if plan.fast_kernels and torch.device(pipe._execution_device).type == "cuda":
+        persistent_kernel_cache()
     if plan.compile_blocks:
         persistent_compile_cache()
         compile_unet_blocks(unet)
@@ -246,9 +263,14 @@ def apply_speed_mode(pipe: Any, mode: str, compile: bool = False) -> SpeedPlan:
     unet.speed_plan = plan  # read by TuneAVideoUNet.forward for the attention kernels
     unet.frame_context.fast_kernels = plan.fast_kernels
     from diffusers.models.attention import BasicTransformerBlock
+    from diffusers.models.resnet import ResnetBlock2D
     from diffusers.models.transformers.transformer_2d import Transformer2DModel
 
+    from .fused_blocks import set_fused_resnet
+
     for block in unet.modules():
+        if isinstance(block, ResnetBlock2D):  # compiled blocks fuse on their own
+            set_fused_resnet(block, plan.fast_kernels and not plan.compile_blocks)
         if isinstance(block, Transformer2DModel):
             _set_token_projections(block, plan.fast_kernels)
         if isinstance(block, BasicTransformerBlock):
@@ -296,10 +318,23 @@ def _tokens_in(transformer: nn.Module, hidden_states: torch.Tensor) -> tuple[tor
     conv = transformer.proj_in
     if not _frozen_plain_input(conv, hidden_states):
         return type(transformer)._operate_on_continuous_inputs(transformer, hidden_states)  # trained: stock path
-    x = transformer.norm(hidden_states).contiguous()  # GroupNorm's output is: a no-op
+    x = _frame_group_norm(transformer.norm, hidden_states).contiguous()  # GroupNorm's output is: a no-op
     n, c, height, width = x.shape
     weight = conv.weight.view(conv.out_channels, c)
     return _TokensFromPlanes.apply(x.view(n, c, height * width), weight, conv.bias), conv.out_channels
+
+
+def _frame_group_norm(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+    """``norm(x)`` (per-frame statistics, as the official Transformer3DModel), through the clip GroupNorm kernel
+    with one-frame clips where it takes ``x`` (two passes instead of PyTorch's GroupNorm and its backward)."""
+    from .kernels import triton_available
+
+    if type(norm) is nn.GroupNorm and triton_available():
+        from .kernels.group_norm import clip_group_norm, clip_group_norm_supported
+
+        if clip_group_norm_supported(x, 1, norm.num_groups, norm.weight):
+            return clip_group_norm(x, 1, norm.num_groups, norm.weight, norm.bias, norm.eps)
+    return norm(x)
 
 
 def _tokens_out(
@@ -398,18 +433,34 @@ class _SplitGatedGelu(torch.autograd.Function):
         bias_gate: torch.Tensor | None,
     ) -> torch.Tensor:  # fmt: skip
         x, gate = F.linear(h, weight_x, bias_x), F.linear(h, weight_gate, bias_gate)
+        fused = _fused_gate(x, gate)  # the Triton kernels: one pass each way
         if ctx.needs_input_grad[0]:
             ctx.save_for_backward(x, gate, weight_x, weight_gate)
-            return x * F.gelu(gate)
-        return x.mul_(F.gelu(gate))  # nothing kept: reuse x's memory
+            return fused.gated_gelu(x, gate) if fused else x * F.gelu(gate)
+        return fused.gated_gelu(x, gate, out=x) if fused else x.mul_(F.gelu(gate))  # nothing kept: reuse x
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, gate, weight_x, weight_gate = ctx.saved_tensors
-        grad_x = (grad * F.gelu(gate)).flatten(0, -2)
-        grad_gate = torch.ops.aten.gelu_backward(grad * x, gate).flatten(0, -2)
+        fused = _fused_gate(grad, x, gate)
+        if fused:
+            grad_x, grad_gate = (g.flatten(0, -2) for g in fused.gated_gelu_backward(grad, x, gate))
+        else:
+            grad_x = (grad * F.gelu(gate)).flatten(0, -2)
+            grad_gate = torch.ops.aten.gelu_backward(grad * x, gate).flatten(0, -2)
         grad_h = torch.mm(grad_x, weight_x).addmm_(grad_gate, weight_gate)  # (tokens, c)
         return grad_h.view(*grad.shape[:-1], -1), None, None, None, None
+
+
+def _fused_gate(*tensors: torch.Tensor) -> Any:
+    """The GEGLU gate kernels' module when they take ``tensors``, else None (PyTorch ops)."""
+    from .kernels import triton_available
+
+    if not triton_available():
+        return None
+    from .kernels import geglu
+
+    return geglu if geglu.gated_gelu_supported(*tensors) else None
 
 
 class _GatedGelu(torch.autograd.Function):

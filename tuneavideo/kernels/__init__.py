@@ -1,0 +1,47 @@
+"""Hand-written Triton kernels for the ``fast`` / ``low-vram`` paths (issue 15).
+
+Each kernel replaces a chain of memory-bound PyTorch ops with one or two passes over the activation,
+computes the same maths in fp32, and has a PyTorch fallback that the caller keeps using wherever
+:func:`triton_usable` says no (CPU, no Triton, odd layouts). Tests run them on the CPU through
+Triton's interpreter (``TRITON_INTERPRET=1``, set before this package is imported, and
+``TUNEAVIDEO_TRITON_CPU=1``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+
+def triton_available() -> bool:
+    """Triton can be imported (it ships with CUDA builds of torch; CPU CI installs it for the interpreter) and
+    ``TUNEAVIDEO_TRITON`` is not ``0`` (the switch to the PyTorch kernels, e.g. to compare the two)."""
+    return os.environ.get("TUNEAVIDEO_TRITON", "1") != "0" and _triton_importable()
+
+
+@functools.cache
+def _triton_importable() -> bool:
+    try:
+        import triton
+        import triton.language  # noqa: F401
+    except Exception:  # an odd or partial install: stay on the PyTorch path
+        return False
+    return True
+
+
+def interpreting() -> bool:
+    """Triton kernels run in its CPU interpreter (tests): ``TRITON_INTERPRET=1``."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def triton_usable(*tensors: torch.Tensor) -> bool:
+    """Whether the Triton kernels may take these tensors: all on CUDA, or all on the CPU under the interpreter
+    with ``TUNEAVIDEO_TRITON_CPU=1`` (the kernel tests; whole-model CPU runs keep the quicker PyTorch ops)."""
+    if not triton_available():
+        return False
+    devices = {t.device.type for t in tensors}
+    if devices == {"cpu"}:
+        return interpreting() and os.environ.get("TUNEAVIDEO_TRITON_CPU") == "1"
+    return devices == {"cuda"}
