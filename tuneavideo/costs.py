@@ -101,6 +101,13 @@ def fixed_seconds(entry: dict[str, Any], jobs: list[dict[str, Any]]) -> dict[str
     return {kind: round(sorted(v)[len(v) // 2], 2) for kind, v in spent.items() if v}
 
 
+def kernel_compile_seconds(bench: dict[str, Any]) -> float:
+    """What compiling the fast path's Triton kernels added to a fresh process's first tuning steps (the largest
+    ``tune_compile_s`` of ``benchmarks/speed.py``'s fast cells, run with an empty kernel cache): paid once per
+    machine (the compiled kernels are cached on disk, :func:`tuneavideo.speed.persistent_kernel_cache`)."""
+    return max((c.get("tune_compile_s") or 0.0 for c in bench["cells"] if c["mode"] == "fast"), default=0.0)
+
+
 @functools.lru_cache(maxsize=1)  # a read-only file shipped with the package
 def gpu_table() -> dict[str, Any]:
     """``{gpu name: {"matmul_fp16_tflops", "modes": {mode: rows}, "source", "date", ...}}``."""
@@ -234,7 +241,8 @@ class CostModel:
         train_k = scale * (LOW_VRAM_TRAIN_FACTOR if derived else 1.0)
         row = {**base, "train": _scaled(lines["train"], train_k), "forward": _scaled(lines["forward"], scale),
                "sample": _scaled(lines["sample"], scale),
-               "fixed_s": entry.get("fixed_s", {})}  # fmt: skip  # host-bound in good part: not scaled
+               "fixed_s": entry.get("fixed_s", {}),  # host-bound in good part: not scaled
+               "kernel_compile_s": entry.get("kernel_compile_s", 0.0) if mode in ("fast", "low-vram") else 0.0}  # fmt: skip
         if not derived:  # low-vram's peaks are far lower than fast's: keep the activation heuristic there
             row.update(peak_train=lines["peak_train"], peak_sample=lines["peak_sample"])
         extra = f", x{LOW_VRAM_TRAIN_FACTOR} tuning for low-vram's recompute" if derived else ""
@@ -307,6 +315,9 @@ class CostModel:
         calibrated = {"train", "forward"} <= set(self.correction)
         spread = min(self.spread, 0.2) if calibrated else self.spread
         low, high = total * (1 - spread), total * (1 + spread)
+        # the first job of a machine (nothing run here yet) may compile the fast path's kernels first
+        compile_s = 0.0 if self.runs else self.row.get("kernel_compile_s", 0.0)
+        high += compile_s
         source = self.source + (f"; calibrated by {self.runs} runs here" if self.correction else "")
         device = "GPU" if self.device.startswith("cuda") else self.device.upper()
         text = (
@@ -315,7 +326,8 @@ class CostModel:
             + (f"≈ {fmt_seconds(invert_s)} to invert once, " if invert_s else "")
             + f"≈ {fmt_seconds(edit_s)} per edit of {num_prompts} prompt{'s' if num_prompts > 1 else ''}"
             f" on this {device} ({fmt_seconds(low)}–{fmt_seconds(high)} in all); peak memory ≈ "
-            f"{fmt_bytes(tune_peak)} while tuning. "
+            f"{fmt_bytes(tune_peak)} while tuning"
+            + (f"; a machine's first job adds ≈ {fmt_seconds(compile_s)} compiling kernels. " if compile_s else ". ")
             + (
                 "(calibrated on this machine's runs)"
                 if self.correction

@@ -16,7 +16,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from .attention import FrameContext
 from .kernels import triton_available
 
 
@@ -34,11 +33,14 @@ def set_fused_resnet(block: nn.Module, on: bool) -> None:
 
 
 def _fusable_block(block: nn.Module) -> bool:
-    from .unet import ClipGroupNorm
-
+    # tuneavideo.unet.ClipGroupNorm, told by its frame context (importing unet here would be an import cycle)
+    clip_norms = all(
+        isinstance(getattr(block, name), nn.GroupNorm) and hasattr(getattr(block, name), "context")
+        for name in ("norm1", "norm2")
+    )
     return (
         triton_available()
-        and all(isinstance(getattr(block, name), ClipGroupNorm) for name in ("norm1", "norm2"))
+        and clip_norms
         and isinstance(block.nonlinearity, nn.SiLU)
         and block.upsample is None
         and block.downsample is None
@@ -52,7 +54,7 @@ def fused_resnet_forward(block: nn.Module, input_tensor: torch.Tensor, temb: tor
     from .kernels.group_norm import clip_group_norm, clip_group_norm_supported
 
     norm1, norm2 = block.norm1, block.norm2
-    context: FrameContext = norm1.context
+    context = norm1.context  # the UNet's FrameContext
     f = context.num_frames
     if not (context.fast_kernels and clip_group_norm_supported(input_tensor, f, norm1.num_groups, norm1.weight)):
         return type(block).forward(block, input_tensor, temb, *args, **kwargs)

@@ -14,10 +14,14 @@ One small switch, applied to a pipeline (``pipe.set_speed_mode(mode)``) or to on
   (1.6 GiB less at 24 frames); no whole-activation copies only to change a layout (temporal attention in the
   block's own layout through strided views, the transformers' 1x1 projections as GEMMs on NCHW, GEGLU as two
   GEMMs: 24 frames on an H200, step 0.258 -> 0.233 s, inversion 4.82 -> 4.32 s, edit 9.33 -> 8.36 s);
+  Triton kernels where Triton is installed (:mod:`tuneavideo.kernels`: clip GroupNorm + SiLU with the time
+  embedding folded in, run by fused ResNet blocks; temporal attention many sequences a program; GEGLU's gate
+  in one pass each way: 24 frames, step 0.235 -> 0.199 s, inversion 4.38 -> 3.96 s, edit 8.32 -> 7.55 s;
+  ~21 s of first-use compile, cached on disk; ``TUNEAVIDEO_TRITON=0`` switches them off);
   tuning steps and inversion / sampling steps replay from CUDA graphs
   (:mod:`tuneavideo.graphs`: one launch instead of ~1,000). (cuDNN's benchmark mode was measured and left off: no gain per
   step, ~28 s of autotuning in a fresh process's first job.) Results match the plain path to fp16 noise (other kernels round in another order).
-- ``"low-vram"``: for 12 GB cards (24 frames at 512² tune in 6.80 GiB at 0.326 s a step on an H200). ``"fast"``
+- ``"low-vram"``: for 12 GB cards (24 frames at 512² tune in 6.80 GiB at 0.284 s a step on an H200). ``"fast"``
   plus gradient checkpointing (mid block included; each ``Transformer2DModel`` one checkpoint, not each block
   inside it), the feed-forwards recomputed inside the checkpointed blocks, the VAE and text encoder on the CPU
   while tuning, VAE encode/decode one frame at a time and CFG as two half batches (half the sampling

@@ -204,6 +204,7 @@ if triton is not None:
             o = tl.dot(p, v, input_precision=PRECISION)  # [BT, Fq, CH] fp32
             tl.store(o_base + o_rows + chan, o.to(o_ptr.dtype.element_ty), mask=row_mask & chan_mask)
 
+    # Over 60 lines: one argument a line (pointers, strides, sizes, constexprs), and the three gradients' chunk loops.
     @triton.jit
     def _temporal_attention_bwd(
         q_ptr,
