@@ -79,18 +79,24 @@ CASES = [  # clips, frames, tokens, heads, head_dim
 ]
 
 
+def _check_gradients(out, q, k, v, f, heads, seed):
+    """``out`` and the grads of q, k, v under a random dO equal the fp64 reference's (fp32 tolerance); the grads."""
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)).to(DEVICE)
+    grads = torch.autograd.grad(out, (q, k, v), grad_out)
+    want, want_grads = _reference64(q, k, v, f, heads, grad_out)
+    _close(out, want, TOL32)
+    for g, w in zip(grads, want_grads, strict=True):
+        _close(g, w, TOL32)
+    return grads
+
+
 @pytest.mark.parametrize("b,f,d,heads,dh", CASES)
 def test_forward_and_backward_match_sdpa_fp32(b, f, d, heads, dh):
     q, k, v = _inputs(b, f, d, heads, dh)
     assert temporal_attention_supported(q, k, v, f, heads)
     out = temporal_attention(q, k, v, f, heads)
     assert out.shape == q.shape and out.dtype == q.dtype and out.is_contiguous()
-    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(5)).to(DEVICE)
-    grads = torch.autograd.grad(out, (q, k, v), grad_out)
-    want, want_grads = _reference64(q, k, v, f, heads, grad_out)
-    _close(out, want, TOL32)
-    for g, w in zip(grads, want_grads, strict=True):
-        _close(g, w, TOL32)
+    grads = _check_gradients(out, q, k, v, f, heads, seed=5)
     if f == 1:  # softmax over one key is 1: out = v, dq = dk = 0
         torch.testing.assert_close(out, v.detach())
         assert grads[0].abs().max() == 0 and grads[1].abs().max() == 0
@@ -213,12 +219,7 @@ def test_other_launch_configs(monkeypatch, block_t, dh_chunk, num_warps):
     f, heads = 8, 2
     q, k, v = _inputs(1, f, 9, heads, 20, seed=14)
     out = temporal_attention(q, k, v, f, heads)
-    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(15)).to(DEVICE)
-    grads = torch.autograd.grad(out, (q, k, v), grad_out)
-    want, want_grads = _reference64(q, k, v, f, heads, grad_out)
-    _close(out, want, TOL32)
-    for g, w in zip(grads, want_grads, strict=True):
-        _close(g, w, TOL32)
+    _check_gradients(out, q, k, v, f, heads, seed=15)
 
 
 def test_no_grad_forward():

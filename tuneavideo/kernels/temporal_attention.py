@@ -154,6 +154,15 @@ if triton is not None:
         return p * (1.0 / denom)[:, :, None]
 
     @triton.jit
+    def _program_tile(heads, token_blocks, num_frames, DH: tl.constexpr, BLOCK_T: tl.constexpr):
+        """This program's (first row of its clip in dim 0, first channel of its head, first token): 1-D grid, head
+        fastest. The row is int64 (b f d c may pass 2**31); in-clip offsets stay int32."""
+        pid = tl.program_id(0)
+        rest = pid // heads
+        frame0 = (rest // token_blocks).to(tl.int64) * num_frames
+        return frame0, (pid % heads) * DH, (rest % token_blocks) * BLOCK_T
+
+    @triton.jit
     def _temporal_attention_fwd(
         q_ptr,
         k_ptr,
@@ -180,13 +189,7 @@ if triton is not None:
     ):
         """One program: tokens ``[t0, t0 + BLOCK_T)`` of one clip, one head. 1-D grid, head fastest, so
         programs running side by side read neighbouring channels of the same token rows (shared sectors)."""
-        pid = tl.program_id(0)
-        head = pid % heads
-        rest = pid // heads
-        clip = rest // token_blocks
-        t0 = (rest % token_blocks) * BLOCK_T
-        frame0 = clip.to(tl.int64) * num_frames  # first row of this clip in dim 0; int64: b f d c may pass 2**31
-        hoff = head * DH
+        frame0, hoff, t0 = _program_tile(heads, token_blocks, num_frames, DH, BLOCK_T)
         q_base = q_ptr + (frame0 * sq0 + hoff)  # scalar pointers, int64 offsets; in-clip offsets are int32
         k_base = k_ptr + (frame0 * sk0 + hoff)
         v_base = v_ptr + (frame0 * sv0 + hoff)
@@ -246,13 +249,7 @@ if triton is not None:
         then dQ = dS K, dK = dS^T Q. Q and K are read twice; the second read is of data this program
         touched moments ago, so it comes from cache, not DRAM.
         """
-        pid = tl.program_id(0)
-        head = pid % heads
-        rest = pid // heads
-        clip = rest // token_blocks
-        t0 = (rest % token_blocks) * BLOCK_T
-        frame0 = clip.to(tl.int64) * num_frames
-        hoff = head * DH
+        frame0, hoff, t0 = _program_tile(heads, token_blocks, num_frames, DH, BLOCK_T)
         q_base = q_ptr + (frame0 * sq0 + hoff)
         k_base = k_ptr + (frame0 * sk0 + hoff)
         v_base = v_ptr + (frame0 * sv0 + hoff)
