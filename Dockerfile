@@ -13,9 +13,10 @@ ENV PYTHONUNBUFFERED=1 \
     GRADIO_SERVER_NAME=0.0.0.0 \
     GRADIO_SERVER_PORT=7860
 
-# libGL / glib: opencv-contrib-python (pulled in by mediapipe, for pose hints) links against them.
+# libGL / glib: opencv-contrib-python (pulled in by mediapipe, for pose hints) links against them. gcc: Triton
+# builds a small C launcher for each fast-path kernel on first use (without a compiler the PyTorch path runs).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 \
+    && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

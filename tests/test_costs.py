@@ -31,11 +31,14 @@ def test_the_shipped_gpu_table_is_what_the_benchmarks_wrote():
     [("job_h200_24f.json", True), ("job_h200_24f_cold.json", True), ("job_h200_24f_lowvram.json", True),
      ("job_h200_8f.json", False)],
 )  # fmt: skip
-def test_whole_jobs_on_an_h200_are_within_25_percent_of_their_estimates(name, close):
+def test_whole_jobs_on_an_h200_are_within_25_percent_of_their_estimates(name, close, monkeypatch):
     """Fresh-process jobs through the Engine (benchmarks/job_time.py): the paper's setting with the fast path's
     kernels compiled already and with an empty kernel cache (a machine's first job: the range's top end adds the
     compile), low-vram (measured before the Triton kernels), and a short 8-frame job whose kernels compiled inside
     it (1.4x the warm estimate: only inside the range)."""
+    import tuneavideo.costs as costs
+
+    monkeypatch.setattr(costs, "_kernels_compile", lambda: True)  # a GPU machine with Triton, as the jobs ran
     job = json.loads((ROOT / "benchmarks" / name).read_text())
     model = CostModel("cuda", "sd", 8, job["gpu"], job["speed_mode"])
     spec = VideoSpec(job["frames"], job["size"], job["size"])
@@ -48,10 +51,17 @@ def test_whole_jobs_on_an_h200_are_within_25_percent_of_their_estimates(name, cl
         assert est["total_seconds"] == pytest.approx(measured, rel=0.25)
     assert est["range"][0] <= measured <= est["range"][1]
     assert "first job adds" in est["text"]  # nothing ran here yet: it may compile the kernels
+    monkeypatch.setattr(costs, "_kernels_compile", lambda: False)  # no Triton: nothing to compile
+    plain = model.estimate(*configs, num_prompts=1, preview_steps=0, weights_bytes=SD_SIZES[0],
+                           trainable_params=SD_SIZES[1], element_size=SD_SIZES[2])  # fmt: skip
+    assert "first job adds" not in plain["text"] and plain["range"][1] < est["range"][1]
     assert "NVIDIA H200" in est["source"] and "Source:" in est["text"]
 
 
-def test_an_unknown_gpu_is_scaled_by_its_matmul_throughput():
+def test_an_unknown_gpu_is_scaled_by_its_matmul_throughput(monkeypatch):
+    import tuneavideo.costs as costs
+
+    monkeypatch.setattr(costs, "_kernels_compile", lambda: True)
     ref = gpu_table()["NVIDIA H200"]["matmul_fp16_tflops"]
     fast = CostModel("cuda", "sd", 8, "Some GPU", "fast", tflops=ref)
     slow = CostModel("cuda", "sd", 8, "Some GPU", "fast", tflops=ref / 4)

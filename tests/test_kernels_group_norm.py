@@ -148,6 +148,29 @@ def test_the_fused_resnet_matches_the_stock_forward(in_channels, out_channels, s
     assert "forward" not in block.__dict__
 
 
+def test_the_kernels_need_a_c_compiler_on_a_gpu(monkeypatch):
+    import shutil
+
+    import tuneavideo.kernels as kernels
+
+    kernels._c_compiler.cache_clear()
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # a runtime-only image: Triton could not build launchers
+    try:
+        assert not kernels._c_compiler()
+    finally:
+        kernels._c_compiler.cache_clear()
+
+
+def test_a_fused_resnet_leaves_an_odd_time_embedding_to_diffusers():
+    from tuneavideo.fused_blocks import set_fused_resnet
+
+    block, _ = _resnet(8, 8, 2)
+    set_fused_resnet(block, True)
+    x = torch.randn(4, 8, 4, 4, device=DEVICE)
+    with pytest.raises(TypeError):  # stock: a projection without an embedding fails the same way
+        block(x, None)
+
+
 def test_resnets_the_kernels_do_not_cover_keep_their_forward():
     from tuneavideo.fused_blocks import set_fused_resnet
 

@@ -101,6 +101,12 @@ def fixed_seconds(entry: dict[str, Any], jobs: list[dict[str, Any]]) -> dict[str
     return {kind: round(sorted(v)[len(v) // 2], 2) for kind, v in spent.items() if v}
 
 
+def _kernels_compile() -> bool:
+    from .kernels import triton_available
+
+    return triton_available()
+
+
 def kernel_compile_seconds(bench: dict[str, Any]) -> float:
     """What compiling the fast path's Triton kernels added to a fresh process's first tuning steps (the largest
     ``tune_compile_s`` of ``benchmarks/speed.py``'s fast cells, run with an empty kernel cache): paid once per
@@ -316,7 +322,7 @@ class CostModel:
         spread = min(self.spread, 0.2) if calibrated else self.spread
         low, high = total * (1 - spread), total * (1 + spread)
         # the first job of a machine (nothing run here yet) may compile the fast path's kernels first
-        compile_s = 0.0 if self.runs else self.row.get("kernel_compile_s", 0.0)
+        compile_s = 0.0 if self.runs or not _kernels_compile() else self.row.get("kernel_compile_s", 0.0)
         high += compile_s
         source = self.source + (f"; calibrated by {self.runs} runs here" if self.correction else "")
         device = "GPU" if self.device.startswith("cuda") else self.device.upper()

@@ -56,7 +56,10 @@ def fused_resnet_forward(block: nn.Module, input_tensor: torch.Tensor, temb: tor
     norm1, norm2 = block.norm1, block.norm2
     context = norm1.context  # the UNet's FrameContext
     f = context.num_frames
-    if not (context.fast_kernels and clip_group_norm_supported(input_tensor, f, norm1.num_groups, norm1.weight)):
+    # a time embedding without its projection (or the reverse) is diffusers' business: its forward adds or raises
+    odd_temb = (block.time_emb_proj is None) != (temb is None)
+    kernels = context.fast_kernels and clip_group_norm_supported(input_tensor, f, norm1.num_groups, norm1.weight)
+    if odd_temb or not kernels:
         return type(block).forward(block, input_tensor, temb, *args, **kwargs)
     h = clip_group_norm(input_tensor, f, norm1.num_groups, norm1.weight, norm1.bias, norm1.eps, silu=True)
     h = block.conv1(h)  # (b f, c_out, h, w)

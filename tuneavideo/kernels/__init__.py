@@ -9,8 +9,10 @@ Triton's interpreter (``TRITON_INTERPRET=1``, set before this package is importe
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import shutil
 
 import torch
 
@@ -37,11 +39,38 @@ def interpreting() -> bool:
 
 
 def triton_usable(*tensors: torch.Tensor) -> bool:
-    """Whether the Triton kernels may take these tensors: all on CUDA, or all on the CPU under the interpreter
-    with ``TUNEAVIDEO_TRITON_CPU=1`` (the kernel tests; whole-model CPU runs keep the quicker PyTorch ops)."""
-    if not triton_available():
+    """Whether the Triton kernels may take these tensors: all on CUDA (a GPU Triton supports, with a C compiler
+    for its launchers), or all on the CPU under the interpreter with ``TUNEAVIDEO_TRITON_CPU=1`` (the kernel
+    tests; whole-model CPU runs keep the quicker PyTorch ops). Never inside ``torch.compile`` (``--compile``
+    fuses those regions itself)."""
+    if not triton_available() or _compiling():
         return False
-    devices = {t.device.type for t in tensors}
-    if devices == {"cpu"}:
+    devices = {t.device for t in tensors}
+    if {d.type for d in devices} == {"cpu"}:
         return interpreting() and os.environ.get("TUNEAVIDEO_TRITON_CPU") == "1"
-    return devices == {"cuda"}
+    return all(d.type == "cuda" for d in devices) and all(_gpu_ok(d.index) for d in devices) and _c_compiler()
+
+
+def on_device(t: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Triton launches on the current CUDA device: make it the tensors' one (they may live on another GPU)."""
+    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
+
+
+def _compiling() -> bool:
+    try:
+        return bool(torch.compiler.is_compiling())
+    except AttributeError:  # an older torch
+        return False
+
+
+@functools.cache
+def _gpu_ok(index: int | None) -> bool:
+    # Triton compiles for compute capability 7.0 and newer; older GPUs keep the PyTorch path
+    return torch.cuda.get_device_capability(index) >= (7, 0)
+
+
+@functools.cache
+def _c_compiler() -> bool:
+    # Triton builds a small C launcher for each kernel on first use; a runtime-only image may have no compiler
+    names = [os.environ.get("CC"), "cc", "gcc", "clang"]
+    return any(name and shutil.which(name) for name in names)

@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import interpreting, triton_usable
+from . import interpreting, on_device, triton_usable
 
 _BLOCK = 2048
 
@@ -63,7 +63,8 @@ def gated_gelu(x: torch.Tensor, gate: torch.Tensor, out: torch.Tensor | None = N
     out = torch.empty_like(x) if out is None else out
     n = x.numel()
     block = _block()
-    _forward_kernel[(triton.cdiv(n, block),)](x, gate, out, n, BLOCK=block)
+    with on_device(x):
+        _forward_kernel[(triton.cdiv(n, block),)](x, gate, out, n, BLOCK=block)
     return out
 
 
@@ -72,5 +73,6 @@ def gated_gelu_backward(grad: torch.Tensor, x: torch.Tensor, gate: torch.Tensor)
     grad_x, grad_gate = torch.empty_like(x), torch.empty_like(gate)
     n = x.numel()
     block = _block()
-    _backward_kernel[(triton.cdiv(n, block),)](grad, x, gate, grad_x, grad_gate, n, BLOCK=block)
+    with on_device(x):
+        _backward_kernel[(triton.cdiv(n, block),)](grad, x, gate, grad_x, grad_gate, n, BLOCK=block)
     return grad_x, grad_gate

@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import interpreting, triton_usable
+from . import interpreting, on_device, triton_usable
 
 # Row-block tiles: R planes x BHW values, about 4096 values a program (fp32 in registers).
 _TILE = 4096
@@ -78,7 +78,7 @@ def _plane_moments_kernel(x_ptr, mean_ptr, m2_ptr, rows, HW, R: tl.constexpr, BH
 
 @triton.jit
 def _pool_kernel(
-    mean_ptr, m2_ptr, off_ptr, w_ptr, b_ptr, stats_ptr, F, C, G, CPG, HW, rows, n_groups, eps,
+    mean_ptr, m2_ptr, off_ptr, w_ptr, b_ptr, stats_ptr, F, C, G, CPG, HW, rows, n_groups, eps, inv_values,
     HAS_OFF: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, GB: tl.constexpr, FP: tl.constexpr,
     CP: tl.constexpr,
 ):  # fmt: skip
@@ -102,7 +102,7 @@ def _pool_kernel(
     dev = tl.where(mask, mu - mean[:, None, None], 0.0)
     m2 = tl.sum(tl.sum(tl.load(m2_ptr + row, mask=mask, other=0.0), axis=2), axis=1)
     m2 += HW * tl.sum(tl.sum(dev * dev, axis=2), axis=1)
-    var = tl.maximum(m2 / (count * HW), 0.0)
+    var = tl.maximum(m2 * inv_values, 0.0)  # 1 / (frames * channels * h * w) from the host: no int32 product
     rstd = (1.0 / tl.sqrt(var + eps))[:, None, None] + tl.zeros((GB, FP, CP), dtype=tl.float32)
     w = tl.full((GB, FP, CP), 1.0, tl.float32)
     if HAS_W:
@@ -227,7 +227,7 @@ def _forward(
     gb = _pairs_per_program(n_groups, fp * cp)
     _pool_kernel[(triton.cdiv(n_groups, gb),)](
         moments[0], moments[1], offset if offset is not None else dummy, weight if weight is not None else dummy,
-        bias if bias is not None else dummy, stats, f, c, groups, cpg, hw, rows, n_groups, eps,
+        bias if bias is not None else dummy, stats, f, c, groups, cpg, hw, rows, n_groups, eps, 1.0 / (f * cpg * hw),
         HAS_OFF=offset is not None, HAS_W=weight is not None, HAS_B=bias is not None, GB=gb, FP=fp, CP=cp,
     )  # fmt: skip
     y = torch.empty_like(x)
@@ -242,13 +242,19 @@ class _ClipGroupNorm(torch.autograd.Function):
         ctx: Any, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, offset: torch.Tensor | None,
         f: int, groups: int, eps: float, silu: bool,
     ) -> torch.Tensor:  # fmt: skip
-        y, stats = _forward(x, f, groups, weight, bias, eps, offset, silu)
+        with on_device(x):  # Triton launches on the current device
+            y, stats = _forward(x, f, groups, weight, bias, eps, offset, silu)
         ctx.save_for_backward(x, stats, weight)
         ctx.config = (f, groups, silu, weight is not None)
         return y
 
     @staticmethod
     def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        with on_device(dy):  # Triton launches on the current device
+            return _ClipGroupNorm._backward(ctx, dy)
+
+    @staticmethod
+    def _backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, stats, weight = ctx.saved_tensors
         f, groups, silu, has_w = ctx.config
         dy = dy.contiguous()

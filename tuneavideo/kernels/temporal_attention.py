@@ -26,11 +26,9 @@ tensor-core work, of which there is plenty to spare (the kernel is memory-bound)
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
-from . import triton_available, triton_usable
+from . import on_device, triton_available, triton_usable
 
 if triton_available():
     import triton
@@ -334,11 +332,6 @@ def _strides(t: torch.Tensor) -> tuple[int, int]:
     return t.stride(0), t.stride(1)
 
 
-def _on_device(t: torch.Tensor) -> contextlib.AbstractContextManager:
-    """Triton launches on the current CUDA device: make it the tensors' one (they may live on another GPU)."""
-    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
-
-
 def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_frames: int, heads: int) -> torch.Tensor:
     bf, d, c = q.shape
     out = torch.empty((bf, d, c), dtype=q.dtype, device=q.device)
@@ -350,7 +343,7 @@ def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_frames: int,
     token_blocks = triton.cdiv(d, block_t)
     grid = (heads * (bf // num_frames) * token_blocks,)
     scale = dh**-0.5
-    with _on_device(q):
+    with on_device(q):
         _temporal_attention_fwd[grid](
             q, k, v, out,
             *_strides(q), *_strides(k), *_strides(v), *_strides(out),
@@ -390,7 +383,7 @@ def _backward(
     scale = dh**-0.5
     # Gradients not needed get a stand-in pointer; the kernel neither computes nor stores them.
     dq, dk, dv = (g if g is not None else q for g in grads)
-    with _on_device(q):
+    with on_device(q):
         _temporal_attention_bwd[grid](
             q, k, v, grad_out, dq, dk, dv,
             *_strides(q), *_strides(k), *_strides(v), *_strides(grad_out), d * c, c,
