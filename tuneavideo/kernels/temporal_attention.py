@@ -162,29 +162,11 @@ if triton is not None:
 
     @triton.jit
     def _temporal_attention_fwd(
-        q_ptr,
-        k_ptr,
-        v_ptr,
-        o_ptr,
-        sq0,
-        sq1,
-        sk0,
-        sk1,
-        sv0,
-        sv1,
-        so0,
-        so1,
-        num_frames,
-        num_tokens,
-        heads,
-        token_blocks,
-        scale_log2,
-        DH: tl.constexpr,
-        DH_CHUNK: tl.constexpr,
-        BLOCK_T: tl.constexpr,
-        F_PAD: tl.constexpr,
+        q_ptr, k_ptr, v_ptr, o_ptr, sq0, sq1, sk0, sk1, sv0, sv1, so0, so1, num_frames, num_tokens, heads,
+        token_blocks, scale_log2,
+        DH: tl.constexpr, DH_CHUNK: tl.constexpr, BLOCK_T: tl.constexpr, F_PAD: tl.constexpr,
         PRECISION: tl.constexpr,
-    ):
+    ):  # fmt: skip
         """One program: tokens ``[t0, t0 + BLOCK_T)`` of one clip, one head. 1-D grid, head fastest, so
         programs running side by side read neighbouring channels of the same token rows (shared sectors)."""
         frame0, hoff, t0 = _program_tile(heads, token_blocks, num_frames, DH, BLOCK_T)
@@ -205,41 +187,13 @@ if triton is not None:
             o = tl.dot(p, v, input_precision=PRECISION)  # [BT, Fq, CH] fp32
             tl.store(o_base + o_rows + chan, o.to(o_ptr.dtype.element_ty), mask=row_mask & chan_mask)
 
-    # Over 60 lines: one argument a line (pointers, strides, sizes, constexprs), and the three gradients' chunk loops.
     @triton.jit
     def _temporal_attention_bwd(
-        q_ptr,
-        k_ptr,
-        v_ptr,
-        do_ptr,
-        dq_ptr,
-        dk_ptr,
-        dv_ptr,
-        sq0,
-        sq1,
-        sk0,
-        sk1,
-        sv0,
-        sv1,
-        sdo0,
-        sdo1,
-        sg0,
-        sg1,
-        num_frames,
-        num_tokens,
-        heads,
-        token_blocks,
-        scale,
-        scale_log2,
-        DH: tl.constexpr,
-        DH_CHUNK: tl.constexpr,
-        BLOCK_T: tl.constexpr,
-        F_PAD: tl.constexpr,
-        PRECISION: tl.constexpr,
-        NEED_DQ: tl.constexpr,
-        NEED_DK: tl.constexpr,
-        NEED_DV: tl.constexpr,
-    ):
+        q_ptr, k_ptr, v_ptr, do_ptr, dq_ptr, dk_ptr, dv_ptr, sq0, sq1, sk0, sk1, sv0, sv1, sdo0, sdo1, sg0, sg1,
+        num_frames, num_tokens, heads, token_blocks, scale, scale_log2,
+        DH: tl.constexpr, DH_CHUNK: tl.constexpr, BLOCK_T: tl.constexpr, F_PAD: tl.constexpr,
+        PRECISION: tl.constexpr, NEED_DQ: tl.constexpr, NEED_DK: tl.constexpr, NEED_DV: tl.constexpr,
+    ):  # fmt: skip
         """Gradients of one tile (same tiling as the forward). dQ, dK, dV share the strides ``sg0, sg1``
         (the wrapper allocates them contiguous); a gradient that is not needed is neither computed nor stored.
 
@@ -332,16 +286,22 @@ def _strides(t: torch.Tensor) -> tuple[int, int]:
     return t.stride(0), t.stride(1)
 
 
+def _launch(q: torch.Tensor, num_frames: int, heads: int, backward: bool) -> tuple:
+    """``(head_dim, F_PAD, BLOCK_T, DH_CHUNK, num_warps, token_blocks, grid)`` of a launch over ``q``'s shape."""
+    bf, d, c = q.shape
+    dh = c // heads
+    f_pad = _pad(num_frames)
+    block_t, dh_chunk, num_warps = launch_config(f_pad, dh, backward=backward)
+    token_blocks = triton.cdiv(d, block_t)
+    return dh, f_pad, block_t, dh_chunk, num_warps, token_blocks, (heads * (bf // num_frames) * token_blocks,)
+
+
 def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_frames: int, heads: int) -> torch.Tensor:
     bf, d, c = q.shape
     out = torch.empty((bf, d, c), dtype=q.dtype, device=q.device)
     if out.numel() == 0:
         return out
-    dh = c // heads
-    f_pad = _pad(num_frames)
-    block_t, dh_chunk, num_warps = launch_config(f_pad, dh, backward=False)
-    token_blocks = triton.cdiv(d, block_t)
-    grid = (heads * (bf // num_frames) * token_blocks,)
+    dh, f_pad, block_t, dh_chunk, num_warps, token_blocks, grid = _launch(q, num_frames, heads, backward=False)
     scale = dh**-0.5
     with on_device(q):
         _temporal_attention_fwd[grid](
@@ -375,11 +335,7 @@ def _backward(
     grads = [torch.empty((bf, d, c), dtype=q.dtype, device=q.device) if need else None for need in needs]
     if q.numel() == 0:
         return grads[0], grads[1], grads[2]
-    dh = c // heads
-    f_pad = _pad(num_frames)
-    block_t, dh_chunk, num_warps = launch_config(f_pad, dh, backward=True)
-    token_blocks = triton.cdiv(d, block_t)
-    grid = (heads * (bf // num_frames) * token_blocks,)
+    dh, f_pad, block_t, dh_chunk, num_warps, token_blocks, grid = _launch(q, num_frames, heads, backward=True)
     scale = dh**-0.5
     # Gradients not needed get a stand-in pointer; the kernel neither computes nor stores them.
     dq, dk, dv = (g if g is not None else q for g in grads)
