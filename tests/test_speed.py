@@ -103,7 +103,7 @@ def test_frame_parallel_clip_group_norm_matches_the_5d_group_norm(affine, monkey
     from tuneavideo.attention import FrameContext
     from tuneavideo.unet import ClipGroupNorm
 
-    monkeypatch.setattr(tuneavideo.unet, "triton_available", lambda: False)  # the PyTorch path, not the kernel's
+    monkeypatch.setattr(tuneavideo.unet, "kernel_module", lambda name: None)  # the PyTorch path, not the kernel's
 
     context = FrameContext(num_frames=4, fast_kernels=True)
     norm = ClipGroupNorm.from_group_norm(nn.GroupNorm(4, 16, eps=1e-5, affine=affine), context)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from torch import nn
 
-from .kernels import triton_available
+from .kernels import kernel_module
 from .speed import sdpa_priority
 
 
@@ -279,14 +279,6 @@ def _short_sequence_kernels(q: torch.Tensor) -> contextlib.AbstractContextManage
     return sdpa_priority(_SHORT_SEQUENCE_ORDER) if q.is_cuda else contextlib.nullcontext()
 
 
-def _triton_temporal_ok(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, f: int, heads: int) -> bool:
-    if not triton_available():
-        return False
-    from .kernels.temporal_attention import temporal_attention_supported
-
-    return temporal_attention_supported(q, k, v, f, heads)
-
-
 def _temporal_in_place_layout(
     norm_temp: nn.LayerNorm, attn: Attention, output: torch.Tensor, b: int, f: int
 ) -> torch.Tensor:
@@ -306,10 +298,9 @@ def _temporal_in_place_layout(
         return t.view(b, f, d * heads, c // heads).transpose(1, 2)
 
     q, k, v = attn.to_q(h), attn.to_k(h), attn.to_v(h)  # (b f) d c
-    if _triton_temporal_ok(q, k, v, f, heads):
-        from .kernels.temporal_attention import temporal_attention
-
-        out = temporal_attention(q, k, v, f, heads)  # (b f) d c; many sequences a program
+    kernel = kernel_module("temporal_attention")
+    if kernel is not None and kernel.temporal_attention_supported(q, k, v, f, heads):
+        out = kernel.temporal_attention(q, k, v, f, heads)  # (b f) d c; many sequences a program
     else:
         q, k, v = split(q), split(k), split(v)
         with _short_sequence_kernels(q):

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import InvertConfig, SampleConfig, TuneConfig, VideoSpec
+from .kernels import triton_available
 
 COSTS: dict[tuple[str, str], dict[str, Any]] = {
     ("cpu", "tiny"): {"train": (0.0, 2.0e-4), "forward": (0.0, 6.5e-5), "act_train": 6.0e4, "act_forward": 1.0e4},
@@ -99,12 +100,6 @@ def fixed_seconds(entry: dict[str, Any], jobs: list[dict[str, Any]]) -> dict[str
         for kind, (n, u, seconds) in steps.items():
             spent[kind].append(max(0.0, seconds - n * step_seconds(lines, kind, u)))
     return {kind: round(sorted(v)[len(v) // 2], 2) for kind, v in spent.items() if v}
-
-
-def _kernels_compile() -> bool:
-    from .kernels import triton_available
-
-    return triton_available()
 
 
 def kernel_compile_seconds(bench: dict[str, Any]) -> float:
@@ -322,7 +317,7 @@ class CostModel:
         spread = min(self.spread, 0.2) if calibrated else self.spread
         low, high = total * (1 - spread), total * (1 + spread)
         # the first job of a machine (nothing run here yet) may compile the fast path's kernels first
-        compile_s = 0.0 if self.runs or not _kernels_compile() else self.row.get("kernel_compile_s", 0.0)
+        compile_s = 0.0 if self.runs or not triton_available() else self.row.get("kernel_compile_s", 0.0)
         high += compile_s
         source = self.source + (f"; calibrated by {self.runs} runs here" if self.correction else "")
         device = "GPU" if self.device.startswith("cuda") else self.device.upper()

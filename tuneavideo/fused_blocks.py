@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .kernels import triton_available
+from .kernels import kernel_module, triton_available
 
 
 def set_fused_resnet(block: nn.Module, on: bool) -> None:
@@ -51,24 +51,23 @@ def _fusable_block(block: nn.Module) -> bool:
 def fused_resnet_forward(block: nn.Module, input_tensor: torch.Tensor, temb: torch.Tensor | None, *args: Any,
                          **kwargs: Any) -> torch.Tensor:  # fmt: skip
     """``ResnetBlock2D.forward`` with fused ``GroupNorm (+ temb) -> SiLU``; input ``(b f, c, h, w)``."""
-    from .kernels.group_norm import clip_group_norm, clip_group_norm_supported
-
     norm1, norm2 = block.norm1, block.norm2
     context = norm1.context  # the UNet's FrameContext
     f = context.num_frames
+    gn = kernel_module("group_norm")
     # a time embedding without its projection (or the reverse) is diffusers' business: its forward adds or raises
     odd_temb = (block.time_emb_proj is None) != (temb is None)
-    kernels = context.fast_kernels and clip_group_norm_supported(input_tensor, f, norm1.num_groups, norm1.weight)
-    if odd_temb or not kernels:
+    usable = gn is not None and context.fast_kernels
+    if odd_temb or not (usable and gn.clip_group_norm_supported(input_tensor, f, norm1.num_groups, norm1.weight)):
         return type(block).forward(block, input_tensor, temb, *args, **kwargs)
-    h = clip_group_norm(input_tensor, f, norm1.num_groups, norm1.weight, norm1.bias, norm1.eps, silu=True)
+    h = gn.clip_group_norm(input_tensor, f, norm1.num_groups, norm1.weight, norm1.bias, norm1.eps, silu=True)
     h = block.conv1(h)  # (b f, c_out, h, w)
     offset = None
-    if block.time_emb_proj is not None and temb is not None:
+    if temb is not None:  # with its projection (odd_temb above)
         offset = block.time_emb_proj(temb if block.skip_time_act else block.nonlinearity(temb))  # (b f, c_out)
         offset = offset.to(h.dtype).contiguous()
-    if clip_group_norm_supported(h, f, norm2.num_groups, norm2.weight, offset):
-        h = clip_group_norm(h, f, norm2.num_groups, norm2.weight, norm2.bias, norm2.eps, silu=True, offset=offset)
+    if gn.clip_group_norm_supported(h, f, norm2.num_groups, norm2.weight, offset):
+        h = gn.clip_group_norm(h, f, norm2.num_groups, norm2.weight, norm2.bias, norm2.eps, silu=True, offset=offset)
     else:
         h = block.nonlinearity(norm2(h if offset is None else h + offset[:, :, None, None]))
     h = block.conv2(block.dropout(h))

@@ -331,13 +331,11 @@ def _tokens_in(transformer: nn.Module, hidden_states: torch.Tensor) -> tuple[tor
 def _frame_group_norm(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
     """``norm(x)`` (per-frame statistics, as the official Transformer3DModel), through the clip GroupNorm kernel
     with one-frame clips where it takes ``x`` (two passes instead of PyTorch's GroupNorm and its backward)."""
-    from .kernels import triton_available
+    from .kernels import kernel_module
 
-    if type(norm) is nn.GroupNorm and triton_available():
-        from .kernels.group_norm import clip_group_norm, clip_group_norm_supported
-
-        if clip_group_norm_supported(x, 1, norm.num_groups, norm.weight):
-            return clip_group_norm(x, 1, norm.num_groups, norm.weight, norm.bias, norm.eps)
+    gn = kernel_module("group_norm") if type(norm) is nn.GroupNorm else None
+    if gn is not None and gn.clip_group_norm_supported(x, 1, norm.num_groups, norm.weight):
+        return gn.clip_group_norm(x, 1, norm.num_groups, norm.weight, norm.bias, norm.eps)
     return norm(x)
 
 
@@ -458,13 +456,10 @@ class _SplitGatedGelu(torch.autograd.Function):
 
 def _fused_gate(*tensors: torch.Tensor) -> Any:
     """The GEGLU gate kernels' module when they take ``tensors``, else None (PyTorch ops)."""
-    from .kernels import triton_available
+    from .kernels import kernel_module
 
-    if not triton_available():
-        return None
-    from .kernels import geglu
-
-    return geglu if geglu.gated_gelu_supported(*tensors) else None
+    geglu = kernel_module("geglu")
+    return geglu if geglu is not None and geglu.gated_gelu_supported(*tensors) else None
 
 
 class _GatedGelu(torch.autograd.Function):

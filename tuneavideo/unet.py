@@ -38,7 +38,7 @@ from .attention import (
     make_temporal_layers,
 )
 from .errors import ModelLoadError
-from .kernels import triton_available
+from .kernels import kernel_module
 from .weights import (
     TEMPORAL_INIT_SEED,
     check_unet_keys,
@@ -76,11 +76,9 @@ class ClipGroupNorm(nn.GroupNorm):
         if f == 1:
             return super().forward(x)
         if self.context.fast_kernels and x.is_contiguous() and x.dtype in (torch.float16, torch.bfloat16):
-            if triton_available():
-                from .kernels.group_norm import clip_group_norm, clip_group_norm_supported
-
-                if clip_group_norm_supported(x, f, self.num_groups, self.weight):
-                    return clip_group_norm(x, f, self.num_groups, self.weight, self.bias, self.eps)
+            gn = kernel_module("group_norm")
+            if gn is not None and gn.clip_group_norm_supported(x, f, self.num_groups, self.weight):
+                return gn.clip_group_norm(x, f, self.num_groups, self.weight, self.bias, self.eps)
             return self._frame_parallel(x, f)
         bf, c, h, w = x.shape
         x5 = x.view(bf // f, f, c, h, w).transpose(1, 2)  # (b, c, f, h, w)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import os
 import shutil
+from types import ModuleType
 
 import torch
 
@@ -31,6 +33,12 @@ def _triton_importable() -> bool:
     except Exception:  # an odd or partial install: stay on the PyTorch path
         return False
     return True
+
+
+def kernel_module(name: str) -> ModuleType | None:
+    """The kernel module ``name`` (``group_norm``, ``temporal_attention``, ``geglu``; each imports Triton) when
+    :func:`triton_available`, else None. Callers then ask its ``*_supported`` predicate about their tensors."""
+    return importlib.import_module(f"{__name__}.{name}") if triton_available() else None
 
 
 def interpreting() -> bool:

@@ -272,8 +272,8 @@ class _ClipGroupNorm(torch.autograd.Function):
             dx = torch.empty_like(x)
             grid = (triton.cdiv(rows, r_block), triton.cdiv(hw, bhw))
             _backward_apply_kernel[grid](
-                x, dy, dx, stats, w_ptr, per_group, rows, c, hw, f, groups, cpg, clips * groups, 1.0 / (f * cpg * hw), SILU=silu,
-                HAS_W=has_w, R=r_block, BHW=bhw,
+                x, dy, dx, stats, w_ptr, per_group, rows, c, hw, f, groups, cpg, clips * groups,
+                1.0 / (f * cpg * hw), SILU=silu, HAS_W=has_w, R=r_block, BHW=bhw,
             )  # fmt: skip
         d_weight = sums[3].view(n, c).sum(0).to(weight.dtype) if ctx.needs_input_grad[1] else None
         d_bias = sums[2].view(n, c).sum(0).to(weight.dtype if has_w else x.dtype) if ctx.needs_input_grad[2] else None

@@ -27,24 +27,18 @@ tensor-core work, of which there is plenty to spare (the kernel is memory-bound)
 from __future__ import annotations
 
 import torch
+import triton
+import triton.language as tl
 
-from . import on_device, triton_available, triton_usable
-
-if triton_available():
-    import triton
-    import triton.language as tl
-else:  # pragma: no cover - the package is importable without Triton; the predicate then says no
-    triton = None
-    tl = None
+from . import on_device, triton_usable
 
 MAX_FRAMES = 64
 MAX_HEAD_DIM = 256
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _LOG2E = 1.4426950408889634
 
-# Layout facts behind the defaults (the choice is untuned: no GPU when this was written; ``scratch/tk_gpu.py``
-# sweeps alternatives). For a 3-D ``tl.dot`` Triton puts every warp on the batch dim (warpsPerCTA =
-# [num_warps, 1, 1]), so each warp computes whole [F_PAD, F_PAD] score matrices of its own tokens: BLOCK_T
+# Layout facts behind the rule for shapes ``_MEASURED`` below lacks (untuned: no GPU when it was written). For a
+# 3-D ``tl.dot`` Triton puts every warp on the batch dim (warpsPerCTA = [num_warps, 1, 1]), so each warp computes whole [F_PAD, F_PAD] score matrices of its own tokens: BLOCK_T
 # must be a multiple of num_warps (fewer tokens than warps would make warps repeat each other's work), and
 # a warp's registers grow with F_PAD**2 per token (S, P, and in the backward dP and dS). The head dim is
 # walked in chunks of DH_CHUNK channels, so registers do not grow with head_dim (160 would otherwise need
@@ -88,162 +82,166 @@ def _pad(n: int) -> int:
     return max(16, 1 << (max(n, 1) - 1).bit_length())
 
 
-if triton is not None:
+@triton.jit
+def _rows(
+    stride_frame,
+    stride_token,
+    t0,
+    num_frames,
+    num_tokens,
+    BLOCK_T: tl.constexpr,
+    F_PAD: tl.constexpr,
+):
+    """Offsets ``[BLOCK_T, F_PAD, 1]`` of (token ``t0 + i``, frame ``j``) rows of one clip, and their mask.
 
-    @triton.jit
-    def _rows(
-        stride_frame,
-        stride_token,
-        t0,
-        num_frames,
-        num_tokens,
-        BLOCK_T: tl.constexpr,
-        F_PAD: tl.constexpr,
-    ):
-        """Offsets ``[BLOCK_T, F_PAD, 1]`` of (token ``t0 + i``, frame ``j``) rows of one clip, and their mask.
+    Relative to (first frame of the clip, token 0, first channel of the head), which the caller adds to
+    the pointer with int64 arithmetic; these in-clip offsets stay int32 (the wrapper checks a clip fits).
+    """
+    tok = t0 + tl.arange(0, BLOCK_T)[:, None, None]  # [BT, 1, 1]
+    frame = tl.arange(0, F_PAD)[None, :, None]  # [1, F, 1]
+    return tok * stride_token + frame * stride_frame, (tok < num_tokens) & (frame < num_frames)
 
-        Relative to (first frame of the clip, token 0, first channel of the head), which the caller adds to
-        the pointer with int64 arithmetic; these in-clip offsets stay int32 (the wrapper checks a clip fits).
-        """
-        tok = t0 + tl.arange(0, BLOCK_T)[:, None, None]  # [BT, 1, 1]
-        frame = tl.arange(0, F_PAD)[None, :, None]  # [1, F, 1]
-        return tok * stride_token + frame * stride_frame, (tok < num_tokens) & (frame < num_frames)
 
-    @triton.jit
-    def _chunk(c, DH: tl.constexpr, DH_CHUNK: tl.constexpr):
-        """Channels ``[1, 1, DH_CHUNK]`` of chunk ``c`` of the head dim, and their mask (< head_dim)."""
-        chan = c * DH_CHUNK + tl.arange(0, DH_CHUNK)[None, None, :]
-        return chan, chan < DH
+@triton.jit
+def _chunk(c, DH: tl.constexpr, DH_CHUNK: tl.constexpr):
+    """Channels ``[1, 1, DH_CHUNK]`` of chunk ``c`` of the head dim, and their mask (< head_dim)."""
+    chan = c * DH_CHUNK + tl.arange(0, DH_CHUNK)[None, None, :]
+    return chan, chan < DH
 
-    @triton.jit
-    def _scores(
-        q_base,
-        k_base,
-        q_rows,
-        k_rows,
-        row_mask,
-        DH: tl.constexpr,
-        DH_CHUNK: tl.constexpr,
-        BLOCK_T: tl.constexpr,
-        F_PAD: tl.constexpr,
-        PRECISION: tl.constexpr,
-    ):
-        """``Q K^T`` fp32 ``[BT, F, F]``, accumulated over head-dim chunks (padded channels load as 0)."""
-        s = tl.zeros((BLOCK_T, F_PAD, F_PAD), dtype=tl.float32)
-        for c in tl.static_range((DH + DH_CHUNK - 1) // DH_CHUNK):
-            chan, chan_mask = _chunk(c, DH, DH_CHUNK)
-            q = tl.load(q_base + q_rows + chan, mask=row_mask & chan_mask, other=0.0)  # [BT, F, CH]
-            k = tl.load(k_base + k_rows + chan, mask=row_mask & chan_mask, other=0.0)
-            s = tl.dot(q, tl.permute(k, (0, 2, 1)), acc=s, input_precision=PRECISION)
-        return s
 
-    @triton.jit
-    def _softmax(s, num_frames, scale_log2, F_PAD: tl.constexpr):
-        """``softmax(s * scale)`` over keys (axis 2), fp32; padded keys get probability 0."""
-        s = s * scale_log2  # base-2 logits: exp2 is the native instruction
-        key = tl.arange(0, F_PAD)[None, None, :]
-        s = tl.where(key < num_frames, s, float("-inf"))
-        # Every row has >= 1 real key (num_frames >= 1), so the max is finite and no row is all -inf.
-        m = tl.max(s, axis=2)
-        p = tl.exp2(s - m[:, :, None])
-        denom = tl.sum(p, axis=2)
-        # Normalised here, before P is cast for P @ V: a normalised P rounds better in fp16 / bf16, and
-        # the backward recomputes exactly this P.
-        return p * (1.0 / denom)[:, :, None]
+@triton.jit
+def _scores(
+    q_base,
+    k_base,
+    q_rows,
+    k_rows,
+    row_mask,
+    DH: tl.constexpr,
+    DH_CHUNK: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    F_PAD: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """``Q K^T`` fp32 ``[BT, F, F]``, accumulated over head-dim chunks (padded channels load as 0)."""
+    s = tl.zeros((BLOCK_T, F_PAD, F_PAD), dtype=tl.float32)
+    for c in tl.static_range((DH + DH_CHUNK - 1) // DH_CHUNK):
+        chan, chan_mask = _chunk(c, DH, DH_CHUNK)
+        q = tl.load(q_base + q_rows + chan, mask=row_mask & chan_mask, other=0.0)  # [BT, F, CH]
+        k = tl.load(k_base + k_rows + chan, mask=row_mask & chan_mask, other=0.0)
+        s = tl.dot(q, tl.permute(k, (0, 2, 1)), acc=s, input_precision=PRECISION)
+    return s
 
-    @triton.jit
-    def _program_tile(heads, token_blocks, num_frames, DH: tl.constexpr, BLOCK_T: tl.constexpr):
-        """This program's (first row of its clip in dim 0, first channel of its head, first token): 1-D grid, head
-        fastest. The row is int64 (b f d c may pass 2**31); in-clip offsets stay int32."""
-        pid = tl.program_id(0)
-        rest = pid // heads
-        frame0 = (rest // token_blocks).to(tl.int64) * num_frames
-        return frame0, (pid % heads) * DH, (rest % token_blocks) * BLOCK_T
 
-    @triton.jit
-    def _temporal_attention_fwd(
-        q_ptr, k_ptr, v_ptr, o_ptr, sq0, sq1, sk0, sk1, sv0, sv1, so0, so1, num_frames, num_tokens, heads,
-        token_blocks, scale_log2,
-        DH: tl.constexpr, DH_CHUNK: tl.constexpr, BLOCK_T: tl.constexpr, F_PAD: tl.constexpr,
-        PRECISION: tl.constexpr,
-    ):  # fmt: skip
-        """One program: tokens ``[t0, t0 + BLOCK_T)`` of one clip, one head. 1-D grid, head fastest, so
-        programs running side by side read neighbouring channels of the same token rows (shared sectors)."""
-        frame0, hoff, t0 = _program_tile(heads, token_blocks, num_frames, DH, BLOCK_T)
-        q_base = q_ptr + (frame0 * sq0 + hoff)  # scalar pointers, int64 offsets; in-clip offsets are int32
-        k_base = k_ptr + (frame0 * sk0 + hoff)
-        v_base = v_ptr + (frame0 * sv0 + hoff)
-        o_base = o_ptr + (frame0 * so0 + hoff)
-        q_rows, row_mask = _rows(sq0, sq1, t0, num_frames, num_tokens, BLOCK_T, F_PAD)
-        k_rows, _ = _rows(sk0, sk1, t0, num_frames, num_tokens, BLOCK_T, F_PAD)
-        v_rows, _ = _rows(sv0, sv1, t0, num_frames, num_tokens, BLOCK_T, F_PAD)
-        o_rows, _ = _rows(so0, so1, t0, num_frames, num_tokens, BLOCK_T, F_PAD)
+@triton.jit
+def _softmax(s, num_frames, scale_log2, F_PAD: tl.constexpr):
+    """``softmax(s * scale)`` over keys (axis 2), fp32; padded keys get probability 0."""
+    s = s * scale_log2  # base-2 logits: exp2 is the native instruction
+    key = tl.arange(0, F_PAD)[None, None, :]
+    s = tl.where(key < num_frames, s, float("-inf"))
+    # Every row has >= 1 real key (num_frames >= 1), so the max is finite and no row is all -inf.
+    m = tl.max(s, axis=2)
+    p = tl.exp2(s - m[:, :, None])
+    denom = tl.sum(p, axis=2)
+    # Normalised here, before P is cast for P @ V: a normalised P rounds better in fp16 / bf16, and
+    # the backward recomputes exactly this P.
+    return p * (1.0 / denom)[:, :, None]
 
-        s = _scores(q_base, k_base, q_rows, k_rows, row_mask, DH, DH_CHUNK, BLOCK_T, F_PAD, PRECISION)
-        p = _softmax(s, num_frames, scale_log2, F_PAD).to(o_ptr.dtype.element_ty)  # [BT, Fq, Fk]
-        for c in tl.static_range((DH + DH_CHUNK - 1) // DH_CHUNK):
-            chan, chan_mask = _chunk(c, DH, DH_CHUNK)
-            v = tl.load(v_base + v_rows + chan, mask=row_mask & chan_mask, other=0.0)  # [BT, Fk, CH]
-            o = tl.dot(p, v, input_precision=PRECISION)  # [BT, Fq, CH] fp32
-            tl.store(o_base + o_rows + chan, o.to(o_ptr.dtype.element_ty), mask=row_mask & chan_mask)
 
-    @triton.jit
-    def _temporal_attention_bwd(
-        q_ptr, k_ptr, v_ptr, do_ptr, dq_ptr, dk_ptr, dv_ptr, sq0, sq1, sk0, sk1, sv0, sv1, sdo0, sdo1, sg0, sg1,
-        num_frames, num_tokens, heads, token_blocks, scale, scale_log2,
-        DH: tl.constexpr, DH_CHUNK: tl.constexpr, BLOCK_T: tl.constexpr, F_PAD: tl.constexpr,
-        PRECISION: tl.constexpr, NEED_DQ: tl.constexpr, NEED_DK: tl.constexpr, NEED_DV: tl.constexpr,
-    ):  # fmt: skip
-        """Gradients of one tile (same tiling as the forward). dQ, dK, dV share the strides ``sg0, sg1``
-        (the wrapper allocates them contiguous); a gradient that is not needed is neither computed nor stored.
+@triton.jit
+def _program_tile(heads, token_blocks, num_frames, DH: tl.constexpr, BLOCK_T: tl.constexpr):
+    """This program's (first row of its clip in dim 0, first channel of its head, first token): 1-D grid, head
+    fastest. The row is int64 (b f d c may pass 2**31); in-clip offsets stay int32."""
+    pid = tl.program_id(0)
+    rest = pid // heads
+    frame0 = (rest // token_blocks).to(tl.int64) * num_frames
+    return frame0, (pid % heads) * DH, (rest % token_blocks) * BLOCK_T
 
-        Three passes over the head-dim chunks: Q, K -> S; dO, V -> dP (and dV = P^T dO on the way);
-        then dQ = dS K, dK = dS^T Q. Q and K are read twice; the second read is of data this program
-        touched moments ago, so it comes from cache, not DRAM.
-        """
-        frame0, hoff, t0 = _program_tile(heads, token_blocks, num_frames, DH, BLOCK_T)
-        q_base = q_ptr + (frame0 * sq0 + hoff)
-        k_base = k_ptr + (frame0 * sk0 + hoff)
-        v_base = v_ptr + (frame0 * sv0 + hoff)
-        do_base = do_ptr + (frame0 * sdo0 + hoff)
-        g_off = frame0 * sg0 + hoff  # the same for dQ, dK and dV
-        q_rows, row_mask = _rows(sq0, sq1, t0, num_frames, num_tokens, BLOCK_T, F_PAD)
-        k_rows, _ = _rows(sk0, sk1, t0, num_frames, num_tokens, BLOCK_T, F_PAD)
-        v_rows, _ = _rows(sv0, sv1, t0, num_frames, num_tokens, BLOCK_T, F_PAD)
-        do_rows, _ = _rows(sdo0, sdo1, t0, num_frames, num_tokens, BLOCK_T, F_PAD)
-        g_rows, _ = _rows(sg0, sg1, t0, num_frames, num_tokens, BLOCK_T, F_PAD)
 
-        s = _scores(q_base, k_base, q_rows, k_rows, row_mask, DH, DH_CHUNK, BLOCK_T, F_PAD, PRECISION)
-        p = _softmax(s, num_frames, scale_log2, F_PAD)  # [BT, Fq, Fk] fp32, exactly the forward's P
-        p_t = tl.permute(p.to(do_ptr.dtype.element_ty), (0, 2, 1))  # P^T [BT, Fk, Fq] for dV
-        dp = tl.zeros((BLOCK_T, F_PAD, F_PAD), dtype=tl.float32)
+@triton.jit
+def _temporal_attention_fwd(
+    q_ptr, k_ptr, v_ptr, o_ptr, sq0, sq1, sk0, sk1, sv0, sv1, so0, so1, num_frames, num_tokens, heads,
+    token_blocks, scale_log2,
+    DH: tl.constexpr, DH_CHUNK: tl.constexpr, BLOCK_T: tl.constexpr, F_PAD: tl.constexpr,
+    PRECISION: tl.constexpr,
+):  # fmt: skip
+    """One program: tokens ``[t0, t0 + BLOCK_T)`` of one clip, one head. 1-D grid, head fastest, so
+    programs running side by side read neighbouring channels of the same token rows (shared sectors)."""
+    frame0, hoff, t0 = _program_tile(heads, token_blocks, num_frames, DH, BLOCK_T)
+    q_base = q_ptr + (frame0 * sq0 + hoff)  # scalar pointers, int64 offsets; in-clip offsets are int32
+    k_base = k_ptr + (frame0 * sk0 + hoff)
+    v_base = v_ptr + (frame0 * sv0 + hoff)
+    o_base = o_ptr + (frame0 * so0 + hoff)
+    q_rows, row_mask = _rows(sq0, sq1, t0, num_frames, num_tokens, BLOCK_T, F_PAD)
+    k_rows, _ = _rows(sk0, sk1, t0, num_frames, num_tokens, BLOCK_T, F_PAD)
+    v_rows, _ = _rows(sv0, sv1, t0, num_frames, num_tokens, BLOCK_T, F_PAD)
+    o_rows, _ = _rows(so0, so1, t0, num_frames, num_tokens, BLOCK_T, F_PAD)
+
+    s = _scores(q_base, k_base, q_rows, k_rows, row_mask, DH, DH_CHUNK, BLOCK_T, F_PAD, PRECISION)
+    p = _softmax(s, num_frames, scale_log2, F_PAD).to(o_ptr.dtype.element_ty)  # [BT, Fq, Fk]
+    for c in tl.static_range((DH + DH_CHUNK - 1) // DH_CHUNK):
+        chan, chan_mask = _chunk(c, DH, DH_CHUNK)
+        v = tl.load(v_base + v_rows + chan, mask=row_mask & chan_mask, other=0.0)  # [BT, Fk, CH]
+        o = tl.dot(p, v, input_precision=PRECISION)  # [BT, Fq, CH] fp32
+        tl.store(o_base + o_rows + chan, o.to(o_ptr.dtype.element_ty), mask=row_mask & chan_mask)
+
+
+@triton.jit
+def _temporal_attention_bwd(
+    q_ptr, k_ptr, v_ptr, do_ptr, dq_ptr, dk_ptr, dv_ptr, sq0, sq1, sk0, sk1, sv0, sv1, sdo0, sdo1, sg0, sg1,
+    num_frames, num_tokens, heads, token_blocks, scale, scale_log2,
+    DH: tl.constexpr, DH_CHUNK: tl.constexpr, BLOCK_T: tl.constexpr, F_PAD: tl.constexpr,
+    PRECISION: tl.constexpr, NEED_DQ: tl.constexpr, NEED_DK: tl.constexpr, NEED_DV: tl.constexpr,
+):  # fmt: skip
+    """Gradients of one tile (same tiling as the forward). dQ, dK, dV share the strides ``sg0, sg1``
+    (the wrapper allocates them contiguous); a gradient that is not needed is neither computed nor stored.
+
+    Three passes over the head-dim chunks: Q, K -> S; dO, V -> dP (and dV = P^T dO on the way);
+    then dQ = dS K, dK = dS^T Q. Q and K are read twice; the second read is of data this program
+    touched moments ago, so it comes from cache, not DRAM.
+    """
+    frame0, hoff, t0 = _program_tile(heads, token_blocks, num_frames, DH, BLOCK_T)
+    q_base = q_ptr + (frame0 * sq0 + hoff)
+    k_base = k_ptr + (frame0 * sk0 + hoff)
+    v_base = v_ptr + (frame0 * sv0 + hoff)
+    do_base = do_ptr + (frame0 * sdo0 + hoff)
+    g_off = frame0 * sg0 + hoff  # the same for dQ, dK and dV
+    q_rows, row_mask = _rows(sq0, sq1, t0, num_frames, num_tokens, BLOCK_T, F_PAD)
+    k_rows, _ = _rows(sk0, sk1, t0, num_frames, num_tokens, BLOCK_T, F_PAD)
+    v_rows, _ = _rows(sv0, sv1, t0, num_frames, num_tokens, BLOCK_T, F_PAD)
+    do_rows, _ = _rows(sdo0, sdo1, t0, num_frames, num_tokens, BLOCK_T, F_PAD)
+    g_rows, _ = _rows(sg0, sg1, t0, num_frames, num_tokens, BLOCK_T, F_PAD)
+
+    s = _scores(q_base, k_base, q_rows, k_rows, row_mask, DH, DH_CHUNK, BLOCK_T, F_PAD, PRECISION)
+    p = _softmax(s, num_frames, scale_log2, F_PAD)  # [BT, Fq, Fk] fp32, exactly the forward's P
+    p_t = tl.permute(p.to(do_ptr.dtype.element_ty), (0, 2, 1))  # P^T [BT, Fk, Fq] for dV
+    dp = tl.zeros((BLOCK_T, F_PAD, F_PAD), dtype=tl.float32)
+    for c in tl.static_range((DH + DH_CHUNK - 1) // DH_CHUNK):
+        chan, chan_mask = _chunk(c, DH, DH_CHUNK)
+        mask = row_mask & chan_mask
+        do = tl.load(do_base + do_rows + chan, mask=mask, other=0.0)  # [BT, Fq, CH]
+        if NEED_DV:
+            dv = tl.dot(p_t, do, input_precision=PRECISION)  # [BT, Fk, CH] fp32
+            tl.store(dv_ptr + g_off + g_rows + chan, dv.to(dv_ptr.dtype.element_ty), mask=mask)
+        if NEED_DQ or NEED_DK:
+            v = tl.load(v_base + v_rows + chan, mask=mask, other=0.0)
+            dp = tl.dot(do, tl.permute(v, (0, 2, 1)), acc=dp, input_precision=PRECISION)  # dO V^T
+
+    if NEED_DQ or NEED_DK:
+        # Padded query rows have dO = 0 and padded keys P = 0, so every padded entry of dS is 0.
+        delta = tl.sum(p * dp, axis=2)  # [BT, Fq] = rowsum(dO * O): O need not be saved
+        ds = (p * (dp - delta[:, :, None])).to(q_ptr.dtype.element_ty)  # grad of the scaled scores
+        ds_t = tl.permute(ds, (0, 2, 1))
         for c in tl.static_range((DH + DH_CHUNK - 1) // DH_CHUNK):
             chan, chan_mask = _chunk(c, DH, DH_CHUNK)
             mask = row_mask & chan_mask
-            do = tl.load(do_base + do_rows + chan, mask=mask, other=0.0)  # [BT, Fq, CH]
-            if NEED_DV:
-                dv = tl.dot(p_t, do, input_precision=PRECISION)  # [BT, Fk, CH] fp32
-                tl.store(dv_ptr + g_off + g_rows + chan, dv.to(dv_ptr.dtype.element_ty), mask=mask)
-            if NEED_DQ or NEED_DK:
-                v = tl.load(v_base + v_rows + chan, mask=mask, other=0.0)
-                dp = tl.dot(do, tl.permute(v, (0, 2, 1)), acc=dp, input_precision=PRECISION)  # dO V^T
-
-        if NEED_DQ or NEED_DK:
-            # Padded query rows have dO = 0 and padded keys P = 0, so every padded entry of dS is 0.
-            delta = tl.sum(p * dp, axis=2)  # [BT, Fq] = rowsum(dO * O): O need not be saved
-            ds = (p * (dp - delta[:, :, None])).to(q_ptr.dtype.element_ty)  # grad of the scaled scores
-            ds_t = tl.permute(ds, (0, 2, 1))
-            for c in tl.static_range((DH + DH_CHUNK - 1) // DH_CHUNK):
-                chan, chan_mask = _chunk(c, DH, DH_CHUNK)
-                mask = row_mask & chan_mask
-                if NEED_DQ:
-                    k = tl.load(k_base + k_rows + chan, mask=mask, other=0.0)  # [BT, Fk, CH]
-                    dq = tl.dot(ds, k, input_precision=PRECISION) * scale
-                    tl.store(dq_ptr + g_off + g_rows + chan, dq.to(dq_ptr.dtype.element_ty), mask=mask)
-                if NEED_DK:
-                    q = tl.load(q_base + q_rows + chan, mask=mask, other=0.0)  # [BT, Fq, CH]
-                    dk = tl.dot(ds_t, q, input_precision=PRECISION) * scale
-                    tl.store(dk_ptr + g_off + g_rows + chan, dk.to(dk_ptr.dtype.element_ty), mask=mask)
+            if NEED_DQ:
+                k = tl.load(k_base + k_rows + chan, mask=mask, other=0.0)  # [BT, Fk, CH]
+                dq = tl.dot(ds, k, input_precision=PRECISION) * scale
+                tl.store(dq_ptr + g_off + g_rows + chan, dq.to(dq_ptr.dtype.element_ty), mask=mask)
+            if NEED_DK:
+                q = tl.load(q_base + q_rows + chan, mask=mask, other=0.0)  # [BT, Fq, CH]
+                dk = tl.dot(ds_t, q, input_precision=PRECISION) * scale
+                tl.store(dk_ptr + g_off + g_rows + chan, dk.to(dk_ptr.dtype.element_ty), mask=mask)
 
 
 def _clip_fits_int32(t: torch.Tensor, num_frames: int) -> bool:
