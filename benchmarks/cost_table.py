@@ -22,33 +22,38 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 
 def build_table(pairs: list[str]) -> dict:
-    """``{gpu: entry}`` from ``SPEED_JSON:JOB_JSON[,JOB_JSON...]`` (paths relative to the repository root).
+    """``{gpu: entry}`` from ``SPEED_JSON:JOB_JSON[,JOB_JSON...][:COLD_JOB_JSON]`` (paths relative to the
+    repository root).
 
-    The first job gives the GPU's matmul throughput; all of them give the fixed seconds of each phase.
+    The first job gives the GPU's matmul throughput; all of them give the fixed seconds of each phase. The
+    cold job (the first job's run with an empty kernel cache) gives what a machine's first job adds.
     """
     from tuneavideo.costs import fixed_seconds, gpu_rows, kernel_compile_seconds
 
     table = {}
     for pair in pairs:
-        speed, jobs = pair.split(":")
+        speed, jobs, *cold = pair.split(":")
         entry = gpu_rows(json.loads((ROOT / speed).read_text()), speed)
         runs = [json.loads((ROOT / job).read_text()) for job in jobs.split(",")]
         entry["matmul_fp16_tflops"] = runs[0]["matmul_fp16_tflops"]
         entry["fixed_s"] = fixed_seconds(entry, runs)
         entry["fixed_source"] = jobs.split(",")
-        entry["kernel_compile_s"] = kernel_compile_seconds(json.loads((ROOT / speed).read_text()))
+        cold_job = json.loads((ROOT / cold[0]).read_text()) if cold else None
+        entry["kernel_compile_s"] = kernel_compile_seconds(json.loads((ROOT / speed).read_text()), cold_job, runs[0])
         table[entry["gpu"]] = entry
     return table
 
 
-# Fixed seconds from a job with the kernels already compiled (what all but a machine's first job see); the first
-# job's compile is the table's kernel_compile_s, from speed.py's fresh-cache cells.
-DEFAULT_PAIRS = ["benchmarks/speed_h200_512.json:benchmarks/job_h200_24f.json"]
+# Fixed seconds from a job with the kernels already compiled (what all but a machine's first job see); what the
+# first job adds (its kernel compile) is the table's kernel_compile_s: the same job with an empty kernel cache.
+DEFAULT_PAIRS = ["benchmarks/speed_h200_512.json:benchmarks/job_h200_24f.json:benchmarks/job_h200_24f_cold.json"]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("pairs", nargs="*", default=DEFAULT_PAIRS, help="SPEED_JSON:JOB_JSON[,JOB_JSON...] per GPU")
+    ap.add_argument(
+        "pairs", nargs="*", default=DEFAULT_PAIRS, help="SPEED_JSON:JOB_JSON[,JOB_JSON...][:COLD_JOB_JSON] per GPU"
+    )
     ap.add_argument("--out", default=str(ROOT / "tuneavideo" / "data" / "gpu_costs.json"))
     args = ap.parse_args()
     text = json.dumps(build_table(args.pairs), indent=2) + "\n"

@@ -217,6 +217,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     clock = Clock(device)
     if not args.train_graphs:
         os.environ["TUNEAVIDEO_TRAIN_GRAPHS"] = "0"
+    # The kernels compile in-process on first use, so the timed steps are theirs from the start (a job compiles
+    # them in worker processes while it runs its first steps on the PyTorch path: job_time.py measures that).
+    os.environ.setdefault("TUNEAVIDEO_PRECOMPILE", "0")
     result: dict[str, Any] = {
         "gpu": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         **host_info(),

@@ -38,7 +38,7 @@ def test_whole_jobs_on_an_h200_are_within_25_percent_of_their_estimates(name, cl
     it (1.4x the warm estimate: only inside the range)."""
     import tuneavideo.costs as costs
 
-    monkeypatch.setattr(costs, "triton_available", lambda: True)  # a GPU machine with Triton, as the jobs ran
+    monkeypatch.setattr(costs, "triton_installed", lambda: True)  # a GPU machine with Triton, as the jobs ran
     job = json.loads((ROOT / "benchmarks" / name).read_text())
     model = CostModel("cuda", "sd", 8, job["gpu"], job["speed_mode"])
     spec = VideoSpec(job["frames"], job["size"], job["size"])
@@ -51,7 +51,7 @@ def test_whole_jobs_on_an_h200_are_within_25_percent_of_their_estimates(name, cl
         assert est["total_seconds"] == pytest.approx(measured, rel=0.25)
     assert est["range"][0] <= measured <= est["range"][1]
     assert "first job adds" in est["text"]  # nothing ran here yet: it may compile the kernels
-    monkeypatch.setattr(costs, "triton_available", lambda: False)  # no Triton: nothing to compile
+    monkeypatch.setattr(costs, "triton_installed", lambda: False)  # no Triton: nothing to compile
     plain = model.estimate(*configs, num_prompts=1, preview_steps=0, weights_bytes=SD_SIZES[0],
                            trainable_params=SD_SIZES[1], element_size=SD_SIZES[2])  # fmt: skip
     assert "first job adds" not in plain["text"] and plain["range"][1] < est["range"][1]
@@ -61,7 +61,7 @@ def test_whole_jobs_on_an_h200_are_within_25_percent_of_their_estimates(name, cl
 def test_an_unknown_gpu_is_scaled_by_its_matmul_throughput(monkeypatch):
     import tuneavideo.costs as costs
 
-    monkeypatch.setattr(costs, "triton_available", lambda: True)
+    monkeypatch.setattr(costs, "triton_installed", lambda: True)
     ref = gpu_table()["NVIDIA H200"]["matmul_fp16_tflops"]
     fast = CostModel("cuda", "sd", 8, "Some GPU", "fast", tflops=ref)
     slow = CostModel("cuda", "sd", 8, "Some GPU", "fast", tflops=ref / 4)

@@ -292,6 +292,31 @@ def test_a_graphed_tuning_step_feeds_fresh_inputs_through_its_buffers(fail):
         assert fn.replays == 4 and fn.failed is None
 
 
+def test_a_graphed_tuning_step_is_captured_again_when_held_back_kernels_switch_on():
+    """tuneavideo.kernels.precompile: the graph captured while the Triton kernels were held back replays the
+    PyTorch path; when they switch on, two eager steps warm them up and a new graph is captured."""
+    import tuneavideo.kernels as kernels
+    from tuneavideo.graphs import GraphedTrainStep
+    from tuneavideo.tuning import _MixedPrecisionStep
+
+    layer = torch.nn.Linear(4, 4)
+    step = _MixedPrecisionStep(torch.optim.AdamW(layer.parameters()), list(layer.parameters()), "fp16",
+                               torch.device("cpu"), 1.0)  # fmt: skip
+    capture = _FakeCapture()
+    fn = GraphedTrainStep(step, warmup=2, capture=capture)
+    x = torch.randn(3, 4)
+    kernels._defer(True)
+    try:
+        for _ in range(4):
+            fn(lambda m, a: m(a).square().mean(), layer, x)
+        assert (capture.warm_calls, fn.replays) == (2, 2)
+    finally:
+        kernels._defer(False)  # switched on: a new generation
+    for _ in range(4):
+        fn(lambda m, a: m(a).square().mean(), layer, x)
+    assert (capture.warm_calls, fn.replays) == (4, 4)  # two more eager steps, then the new graph's replays
+
+
 def test_compiles_are_cached_beside_the_tuned_weights(tmp_path, monkeypatch):
     import os
 

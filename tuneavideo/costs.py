@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import InvertConfig, SampleConfig, TuneConfig, VideoSpec
-from .kernels import triton_available
+from .kernels import triton_installed
 
 COSTS: dict[tuple[str, str], dict[str, Any]] = {
     ("cpu", "tiny"): {"train": (0.0, 2.0e-4), "forward": (0.0, 6.5e-5), "act_train": 6.0e4, "act_forward": 1.0e4},
@@ -102,10 +102,15 @@ def fixed_seconds(entry: dict[str, Any], jobs: list[dict[str, Any]]) -> dict[str
     return {kind: round(sorted(v)[len(v) // 2], 2) for kind, v in spent.items() if v}
 
 
-def kernel_compile_seconds(bench: dict[str, Any]) -> float:
-    """What compiling the fast path's Triton kernels added to a fresh process's first tuning steps (the largest
-    ``tune_compile_s`` of ``benchmarks/speed.py``'s fast cells, run with an empty kernel cache): paid once per
-    machine (the compiled kernels are cached on disk, :func:`tuneavideo.speed.persistent_kernel_cache`)."""
+def kernel_compile_seconds(bench: dict[str, Any], cold_job: dict[str, Any] | None = None,
+                           warm_job: dict[str, Any] | None = None) -> float:  # fmt: skip
+    """What compiling the fast path's Triton kernels adds to a machine's first job: a job run with an empty
+    kernel cache (``cold_job``) against the same job with the kernels compiled (``warm_job``), both from
+    ``benchmarks/job_time.py``; without them, the largest ``tune_compile_s`` of ``benchmarks/speed.py``'s fast
+    cells (an in-process compile). Paid once per machine (the compiled kernels are cached on disk,
+    :func:`tuneavideo.speed.persistent_kernel_cache`)."""
+    if cold_job is not None and warm_job is not None:
+        return round(max(0.0, cold_job["measured"]["total_seconds"] - warm_job["measured"]["total_seconds"]), 1)
     return max((c.get("tune_compile_s") or 0.0 for c in bench["cells"] if c["mode"] == "fast"), default=0.0)
 
 
@@ -317,7 +322,7 @@ class CostModel:
         spread = min(self.spread, 0.2) if calibrated else self.spread
         low, high = total * (1 - spread), total * (1 + spread)
         # the first job of a machine (nothing run here yet) may compile the fast path's kernels first
-        compile_s = 0.0 if self.runs or not triton_available() else self.row.get("kernel_compile_s", 0.0)
+        compile_s = 0.0 if self.runs or not triton_installed() else self.row.get("kernel_compile_s", 0.0)
         high += compile_s
         source = self.source + (f"; calibrated by {self.runs} runs here" if self.correction else "")
         device = "GPU" if self.device.startswith("cuda") else self.device.upper()

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .kernels import kernel_module, triton_available
+from .kernels import kernel_module, triton_installed
 
 
 def set_fused_resnet(block: nn.Module, on: bool) -> None:
@@ -39,7 +39,7 @@ def _fusable_block(block: nn.Module) -> bool:
         for name in ("norm1", "norm2")
     )
     return (
-        triton_available()
+        triton_installed()
         and clip_norms
         and isinstance(block.nonlinearity, nn.SiLU)
         and block.upsample is None

@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
+from . import kernels
+
 
 def _switched_off(name: str) -> bool:
     """True when environment variable ``name`` says 0 / false / no / off (unset means on)."""
@@ -117,7 +119,8 @@ class GraphedUNet:
         if extra or self.failed or eager or torch.is_grad_enabled() or not graphs_enabled():
             return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, **extra)
         t = timestep if torch.is_tensor(timestep) else torch.tensor(timestep)
-        key = (sample.shape, sample.dtype, t.shape, t.dtype, encoder_hidden_states.shape, encoder_hidden_states.dtype)
+        key = (sample.shape, sample.dtype, t.shape, t.dtype, encoder_hidden_states.shape, encoder_hidden_states.dtype,
+               kernels.generation())  # fmt: skip
         if key != self._key:
             return self._capture(key, sample, t, encoder_hidden_states)
         _copy_in_and_replay(self._replay, self._static, (sample, t, encoder_hidden_states))
@@ -193,6 +196,7 @@ class GraphedTrainStep:
         self.calls = 0
         self.replays = 0
         self.failed: str | None = None
+        self._kernels = kernels.generation()
 
     @property
     def skipped(self) -> int:
@@ -208,6 +212,12 @@ class GraphedTrainStep:
             # The default "global" error mode, unlike sampling's: the backward runs on autograd's own device
             # threads, and an unsafe call there must fail the capture rather than be left out of the graph.
             self._capture = _SideStream(tensors[0].device, free_cache=True)
+        if kernels.generation() != self._kernels:
+            # held-back Triton kernels switched on (tuneavideo.kernels.precompile): the graph replays the PyTorch
+            # path; warm the kernels up eagerly (their first launch loads them) and capture again
+            self._kernels = kernels.generation()
+            self._static = self._out = self._replay = None
+            self.calls = 0
         self.calls += 1
         if self._replay is None:
             if self.calls <= self.warmup:

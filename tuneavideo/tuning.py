@@ -152,12 +152,15 @@ def tune(
         step_fn: Any = _MixedPrecisionStep(
             optimizer, params, precision, device, config.max_grad_norm, list(trainable.values()) if half else None
         )
+        embeds = prompt_embeds.to(unet.dtype if half else compute_dtype)  # the UNet's input dtype
+        ahead = _compile_kernels_ahead(unet, noise_scheduler, posterior, embeds, step_fn, plan, device, compute_dtype)
         if graphed:
             step_fn = GraphedTrainStep(step_fn)
-        embeds = prompt_embeds.to(unet.dtype if half else compute_dtype)  # the UNet's input dtype
         reporter = ProgressReporter("tune", config.max_train_steps, callback, tqdm_bar=progress_bar)
         try:
             for step in range(config.max_train_steps):
+                if ahead is not None and ahead.poll():  # the kernels are compiled: they take over from here
+                    ahead = None
                 with torch.no_grad():
                     latents = posterior.sample(generator, device, compute_dtype)  # (b, 4, f, h, w)
                     noise = _randn(latents.shape, generator, latents.dtype).to(device)
@@ -174,6 +177,8 @@ def tune(
                 _check_finite_loss(loss, step + 1, config.learning_rate)
                 reporter.step(step + 1, loss=loss, timestep=int(t[0]))
         finally:
+            if ahead is not None:  # a run shorter than the compile: let it finish, so the kernels switch back on
+                ahead.wait(timeout=600)
             reporter.close()
             skipped = step_fn.skipped
             graph_steps = getattr(step_fn, "replays", None)
@@ -205,6 +210,38 @@ def tune(
     }
     state = {k: v.detach().clone() for k, v in trainable.items()}
     return TunedDelta(state, record, tuple(losses))
+
+
+def _compile_kernels_ahead(
+    unet: torch.nn.Module, scheduler: Any, posterior: _ClipPosterior, embeds: torch.Tensor, step: _MixedPrecisionStep,
+    plan: Any, device: torch.device, dtype: torch.dtype,
+) -> Any:  # fmt: skip
+    """Fast / low-vram on CUDA: a dry forward and backward of the step's shapes records the Triton kernels'
+    launches; those this machine has not compiled yet compile in worker processes while the first steps run on
+    the PyTorch path (:mod:`tuneavideo.kernels.precompile`). Returns the compile in flight, or None."""
+    from .kernels import precompile
+
+    if not (plan.fast_kernels and precompile.wanted(device)):
+        return None
+    bf, c, h, w = posterior.mean.shape
+    b, f = bf // posterior.num_frames, posterior.num_frames
+
+    def dry_run() -> None:  # zeros, no generator draws: the run's random stream is untouched
+        latents = torch.zeros(b, c, f, h, w, device=device, dtype=dtype)
+        t = torch.zeros(b, dtype=torch.long, device=device)
+        with torch.autocast(device.type, dtype=step.dtype or torch.float32, enabled=step.autocast):
+            with plan.attention_context():
+                loss = denoising_loss(unet, scheduler, latents, embeds, latents, t)
+        loss.backward()
+        for p in unet.parameters():
+            p.grad = None
+        # the inversion's and the guided edit's forward passes (one and two videos) compile ahead too
+        with torch.no_grad(), plan.attention_context():
+            for n in (1, 2):
+                x = torch.zeros(n, c, f, h, w, device=device, dtype=unet.dtype)
+                unet(x, t[:1].expand(n), encoder_hidden_states=embeds[:1].expand(n, -1, -1).to(unet.dtype))
+
+    return precompile.prepare(dry_run, device)
 
 
 def _check_finite_loss(loss: float, step: int, learning_rate: float) -> None:

@@ -19,10 +19,34 @@ from types import ModuleType
 import torch
 
 
-def triton_available() -> bool:
+def triton_installed() -> bool:
     """Triton can be imported (it ships with CUDA builds of torch; CPU CI installs it for the interpreter) and
     ``TUNEAVIDEO_TRITON`` is not ``0`` (the switch to the PyTorch kernels, e.g. to compare the two)."""
     return os.environ.get("TUNEAVIDEO_TRITON", "1") != "0" and _triton_importable()
+
+
+def triton_available() -> bool:
+    """:func:`triton_installed`, and the kernels are not held back while worker processes compile them
+    (:mod:`tuneavideo.kernels.precompile`: meanwhile the PyTorch path runs)."""
+    return triton_installed() and not _deferred
+
+
+# Background compiles in flight (each holds the kernels back until it is done), and how many times the kernels
+# have switched on after one: a CUDA graph captured before a switch replays the PyTorch path, so it is re-captured.
+_deferred = 0
+_generation = 0
+
+
+def generation() -> int:
+    """Changes whenever held-back kernels switch on (see :func:`triton_available`)."""
+    return _generation
+
+
+def _defer(on: bool) -> None:
+    global _deferred, _generation
+    _deferred += 1 if on else -1
+    if not on:
+        _generation += 1
 
 
 @functools.cache

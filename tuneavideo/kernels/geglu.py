@@ -13,6 +13,7 @@ import triton
 import triton.language as tl
 
 from . import interpreting, on_device, triton_usable
+from .precompile import launch
 
 _BLOCK = 2048
 
@@ -64,7 +65,7 @@ def gated_gelu(x: torch.Tensor, gate: torch.Tensor, out: torch.Tensor | None = N
     n = x.numel()
     block = _block()
     with on_device(x):
-        _forward_kernel[(triton.cdiv(n, block),)](x, gate, out, n, BLOCK=block)
+        launch(_forward_kernel, (triton.cdiv(n, block),), x, gate, out, n, BLOCK=block)
     return out
 
 
@@ -74,5 +75,5 @@ def gated_gelu_backward(grad: torch.Tensor, x: torch.Tensor, gate: torch.Tensor)
     n = x.numel()
     block = _block()
     with on_device(x):
-        _backward_kernel[(triton.cdiv(n, block),)](grad, x, gate, grad_x, grad_gate, n, BLOCK=block)
+        launch(_backward_kernel, (triton.cdiv(n, block),), grad, x, gate, grad_x, grad_gate, n, BLOCK=block)
     return grad_x, grad_gate

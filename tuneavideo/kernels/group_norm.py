@@ -26,6 +26,7 @@ import triton
 import triton.language as tl
 
 from . import interpreting, on_device, triton_usable
+from .precompile import launch
 
 # Row-block tiles: R planes x BHW values, about 4096 values a program (fp32 in registers).
 _TILE = 4096
@@ -218,21 +219,24 @@ def _forward(
     hw, rows = h * w, n * c
     r_block, bhw = _tile(hw)
     moments = torch.empty(2, rows, device=x.device, dtype=torch.float32)
-    _plane_moments_kernel[(triton.cdiv(rows, r_block),)](x, moments[0], moments[1], rows, hw, R=r_block, BHW=bhw)
+    launch(
+        _plane_moments_kernel, (triton.cdiv(rows, r_block),), x, moments[0], moments[1], rows, hw, R=r_block, BHW=bhw
+    )
     stats = torch.empty(4, rows, device=x.device, dtype=torch.float32)  # scale, shift, rstd, xshift per plane
     cpg = c // groups
     dummy = moments  # stands in for absent pointers (never read)
     # channel tile: at least 64 wide, so SD's widths (10 to 80 channels a group) need two compiles, not four
     n_groups, fp, cp = n // f * groups, triton.next_power_of_2(f), max(64, triton.next_power_of_2(cpg))
     gb = _pairs_per_program(n_groups, fp * cp)
-    _pool_kernel[(triton.cdiv(n_groups, gb),)](
+    launch(
+        _pool_kernel, (triton.cdiv(n_groups, gb),),
         moments[0], moments[1], offset if offset is not None else dummy, weight if weight is not None else dummy,
         bias if bias is not None else dummy, stats, f, c, groups, cpg, hw, rows, n_groups, eps, 1.0 / (f * cpg * hw),
         HAS_OFF=offset is not None, HAS_W=weight is not None, HAS_B=bias is not None, GB=gb, FP=fp, CP=cp,
     )  # fmt: skip
     y = torch.empty_like(x)
-    _apply_kernel[(triton.cdiv(rows, r_block), triton.cdiv(hw, bhw))](x, y, stats, rows, hw, SILU=silu, R=r_block,
-                                                                        BHW=bhw)  # fmt: skip
+    grid = (triton.cdiv(rows, r_block), triton.cdiv(hw, bhw))
+    launch(_apply_kernel, grid, x, y, stats, rows, hw, SILU=silu, R=r_block, BHW=bhw)
     return y, stats
 
 
@@ -263,15 +267,18 @@ class _ClipGroupNorm(torch.autograd.Function):
         r_block, bhw = _tile(hw)
         w_ptr = weight if has_w else stats
         sums = torch.empty(4, rows, device=x.device, dtype=torch.float32)
-        _backward_sums_kernel[(triton.cdiv(rows, r_block),)](x, dy, stats, w_ptr, sums, rows, c, hw, SILU=silu,
-                                                              HAS_W=has_w, R=r_block, BHW=bhw)  # fmt: skip
+        launch(
+            _backward_sums_kernel, (triton.cdiv(rows, r_block),),
+            x, dy, stats, w_ptr, sums, rows, c, hw, SILU=silu, HAS_W=has_w, R=r_block, BHW=bhw,
+        )  # fmt: skip
         clips, cpg = n // f, c // groups
         per_group = sums[:2].view(2, clips, f, groups, cpg).sum(dim=(2, 4)).contiguous()  # (2, clips, groups)
         dx = None
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[3]:
             dx = torch.empty_like(x)
             grid = (triton.cdiv(rows, r_block), triton.cdiv(hw, bhw))
-            _backward_apply_kernel[grid](
+            launch(
+                _backward_apply_kernel, grid,
                 x, dy, dx, stats, w_ptr, per_group, rows, c, hw, f, groups, cpg, clips * groups,
                 1.0 / (f * cpg * hw), SILU=silu, HAS_W=has_w, R=r_block, BHW=bhw,
             )  # fmt: skip

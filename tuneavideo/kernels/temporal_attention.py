@@ -31,6 +31,7 @@ import triton
 import triton.language as tl
 
 from . import on_device, triton_usable
+from .precompile import launch
 
 MAX_FRAMES = 64
 MAX_HEAD_DIM = 256
@@ -302,7 +303,8 @@ def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_frames: int,
     dh, f_pad, block_t, dh_chunk, num_warps, token_blocks, grid = _launch(q, num_frames, heads, backward=False)
     scale = dh**-0.5
     with on_device(q):
-        _temporal_attention_fwd[grid](
+        launch(
+            _temporal_attention_fwd, grid,
             q, k, v, out,
             *_strides(q), *_strides(k), *_strides(v), *_strides(out),
             num_frames, d, heads, token_blocks, scale * _LOG2E,
@@ -338,7 +340,8 @@ def _backward(
     # Gradients not needed get a stand-in pointer; the kernel neither computes nor stores them.
     dq, dk, dv = (g if g is not None else q for g in grads)
     with on_device(q):
-        _temporal_attention_bwd[grid](
+        launch(
+            _temporal_attention_bwd, grid,
             q, k, v, grad_out, dq, dk, dv,
             *_strides(q), *_strides(k), *_strides(v), *_strides(grad_out), d * c, c,
             num_frames, d, heads, token_blocks, scale, scale * _LOG2E,
