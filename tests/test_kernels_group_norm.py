@@ -42,10 +42,15 @@ CASES = [  # clips, frames, channels, groups, h, w, silu, offset, affine
 ]
 
 
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("clips,f,c,groups,h,w,silu,use_offset,affine", CASES)
-def test_matches_the_5d_group_norm_forward_and_backward(clips, f, c, groups, h, w, silu, use_offset, affine):
+def test_matches_the_5d_group_norm_forward_and_backward(clips, f, c, groups, h, w, silu, use_offset, affine,
+                                                        channels_last):  # fmt: skip
     gen = torch.Generator().manual_seed(0)
-    x = (torch.randn(clips * f, c, h, w, generator=gen) * 3 + 5).to(DEVICE).requires_grad_()  # a large mean
+    x = (torch.randn(clips * f, c, h, w, generator=gen) * 3 + 5).to(DEVICE)  # a large mean
+    if channels_last:  # NHWC memory: the output keeps it, a gradient in another layout is taken too
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
     weight = torch.randn(c, generator=gen).to(DEVICE).requires_grad_() if affine else None
     bias = torch.randn(c, generator=gen).to(DEVICE).requires_grad_() if affine else None
     offset = torch.randn(clips * f, c, generator=gen).to(DEVICE).requires_grad_() if use_offset else None
@@ -53,6 +58,7 @@ def test_matches_the_5d_group_norm_forward_and_backward(clips, f, c, groups, h, 
     got = clip_group_norm(x, f, groups, weight, bias, 1e-5, silu=silu, offset=offset)
     want = reference(x, f, groups, weight, bias, 1e-5, silu, offset)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert got.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     inputs = [t for t in (x, weight, bias, offset) if t is not None]
     grad_out = torch.randn(got.shape, generator=gen).to(DEVICE)
     got_grads = torch.autograd.grad(got, inputs, grad_out)
@@ -90,7 +96,8 @@ def test_inputs_it_does_not_take_are_refused(monkeypatch):
     assert clip_group_norm_supported(x, 3, 4)
     assert not clip_group_norm_supported(x, 4, 4)  # frames must divide the batch
     assert not clip_group_norm_supported(x, 3, 3)  # groups must divide the channels
-    assert not clip_group_norm_supported(x.transpose(2, 3), 3, 4)  # contiguous NCHW only
+    assert not clip_group_norm_supported(x.transpose(2, 3), 3, 4)  # contiguous NCHW or NHWC only
+    assert clip_group_norm_supported(x.contiguous(memory_format=torch.channels_last), 3, 4)
     assert not clip_group_norm_supported(x.double(), 3, 4)
     assert not clip_group_norm_supported(torch.randn(66, 8, 2, 2, device=DEVICE), 66, 4)  # > 64 frames
     assert not clip_group_norm_supported(x, 3, 4, offset=torch.randn(6, 4, device=DEVICE))
@@ -194,3 +201,51 @@ def test_the_fast_mode_routes_resnets_through_the_kernels(tiny_pipe):
     assert all("forward" in m.__dict__ for m in resnets)
     tiny_pipe.set_speed_mode("plain")
     assert not any("forward" in m.__dict__ for m in resnets)
+
+
+def test_a_channels_last_unet_matches_the_nchw_one_and_stays_nhwc(monkeypatch):
+    """SpeedPlan.channels_last: NHWC conv weights keep every activation NHWC through the fused ResNets, the
+    GroupNorm kernels and the transformers' token projections; outputs and gradients match the NCHW run."""
+    from diffusers.models.resnet import ResnetBlock2D
+    from diffusers.models.transformers.transformer_2d import Transformer2DModel
+
+    from tuneavideo import speed, testing
+    from tuneavideo.fused_blocks import set_fused_resnet
+    from tuneavideo.kernels import channels_last_memory
+    from tuneavideo.unet import TuneAVideoUNet
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # fp32 convs in fp32 (NCHW / NHWC algorithms)
+    torch.manual_seed(0)
+    unet = TuneAVideoUNet(**testing.TINY_UNET_CONFIG).to(DEVICE)
+    unet.requires_grad_(False)
+    trained = [p for n, p in unet.named_parameters() if "to_q" in n or "_temp." in n]
+    unet.frame_context.fast_kernels = True
+    for block in unet.modules():
+        if isinstance(block, ResnetBlock2D):
+            set_fused_resnet(block, True)
+        if isinstance(block, Transformer2DModel):
+            speed._set_token_projections(block, True)
+    x = torch.randn(2, 4, 3, 8, 8, device=DEVICE)
+    text = torch.randn(2, 7, unet.config.cross_attention_dim, device=DEVICE)
+    convs = [m for m in unet.modules() if isinstance(m, torch.nn.Conv2d)]
+    results = {}
+    for nhwc in (False, True):
+        speed._set_conv_layout(unet, nhwc)
+        layouts: list[bool] = []
+        hooks = [c.register_forward_hook(lambda m, a, out, seen=layouts: seen.append(channels_last_memory(a[0])))
+                 for c in convs]  # fmt: skip  # what reaches each conv: nothing went back to NCHW on the way
+        for p in trained:
+            p.requires_grad_(True)
+            p.grad = None
+        out = unet(x, 10, text).sample
+        out.square().mean().backward()
+        for hook in hooks:
+            hook.remove()
+        results[nhwc] = out.detach(), [p.grad for p in trained], layouts
+    (ref, ref_grads, ref_layouts), (got, grads, layouts) = results[False], results[True]
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+    for grad, ref_grad in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(grad, ref_grad, rtol=1e-3, atol=1e-5 + 1e-3 * ref_grad.abs().max().item())
+    assert len(layouts) > 10 and all(layouts[1:]) and not any(ref_layouts)  # conv_in's input: the NCHW video
+    speed._set_conv_layout(unet, False)
+    assert all(c.weight.is_contiguous() for c in convs)

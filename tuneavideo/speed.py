@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import InputError
+from .kernels import channels_last_memory
 
 SpeedMode = Literal["auto", "plain", "fast", "low-vram"]
 SPEED_MODES: tuple[str, ...] = get_args(SpeedMode)
@@ -89,6 +90,9 @@ class SpeedPlan:
     half_compute: bool = False  # tuning runs the UNet in its own half dtype, fp32 master copies in the optimizer
     cuda_graphs: bool = False  # inversion / sampling loops replay CUDA graphs (tuneavideo.graphs)
     train_graphs: bool = False  # tuning steps replay a CUDA graph (checkpointed ones too: the recompute is captured)
+    # NHWC conv weights, so activations stay NHWC from conv_in on: cuDNN converts no layouts, the GroupNorm kernels
+    # read and write NHWC, a transformer's tokens are its memory as it is. Only where the Triton kernels run.
+    channels_last: bool = False
 
     @contextmanager
     def attention_context(self) -> Iterator[None]:
@@ -137,7 +141,7 @@ def speed_plan(mode: str, device: torch.device | str, compile: bool = False) -> 
     attention = _CUDNN_FIRST if cuda else None
     if mode == "plain":
         return SpeedPlan(mode, False, False, None, 8, True)
-    fast = {"fast_kernels": True, "half_compute": cuda}
+    fast = {"fast_kernels": True, "half_compute": cuda, "channels_last": cuda and not compiled}
     if mode == "fast":  # split CFG measured slower; graphs hold one forward's activations: not in low-vram
         graphs = cuda and not compiled  # compiled + graphed tuning steps: 0.2113 / 0.2100 s against 0.2116 s, no gain
         return SpeedPlan(
@@ -266,6 +270,7 @@ def apply_speed_mode(pipe: Any, mode: str, compile: bool = False) -> SpeedPlan:
         uncompile_unet_blocks(unet)
     unet.speed_plan = plan  # read by TuneAVideoUNet.forward for the attention kernels
     unet.frame_context.fast_kernels = plan.fast_kernels
+    _set_conv_layout(unet, plan.channels_last and _group_norm_kernels(pipe._execution_device))
     from diffusers.models.attention import BasicTransformerBlock
     from diffusers.models.resnet import ResnetBlock2D
     from diffusers.models.transformers.transformer_2d import Transformer2DModel
@@ -286,6 +291,23 @@ def apply_speed_mode(pipe: Any, mode: str, compile: bool = False) -> SpeedPlan:
                 block.ff.__dict__.pop("forward", None)
             _set_lean_geglu(block.ff, plan.lean_geglu)
     return plan
+
+
+def _group_norm_kernels(device: torch.device | str) -> bool:
+    """Whether the GroupNorm kernels run on ``device`` (NHWC activations need them: PyTorch's GroupNorm would
+    copy them back to NCHW). Not held back by a compile in flight: that ends within the job."""
+    from .kernels import triton_installed, triton_usable
+
+    return triton_installed() and torch.device(device).type == "cuda" and triton_usable(torch.empty(0, device=device))
+
+
+def _set_conv_layout(unet: nn.Module, channels_last: bool) -> None:
+    """Conv weights NHWC or NCHW in place (the same Parameters; cuDNN follows the weight's layout)."""
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    with torch.no_grad():
+        for conv in unet.modules():
+            if isinstance(conv, nn.Conv2d) and not conv.weight.is_contiguous(memory_format=layout):
+                conv.weight.data = conv.weight.data.contiguous(memory_format=layout)
 
 
 def _set_token_projections(transformer: nn.Module, on: bool) -> None:
@@ -320,6 +342,11 @@ def _tokens_in(transformer: nn.Module, hidden_states: torch.Tensor) -> tuple[tor
     which cuBLAS reads as it is: one GEMM writes the tokens. Only rounding differs.
     """
     conv = transformer.proj_in
+    if channels_last_memory(hidden_states):  # NHWC activations: the token matrix is their memory as it is
+        x = _frame_group_norm(transformer.norm, hidden_states)
+        n, c, height, width = x.shape
+        tokens = x.permute(0, 2, 3, 1).reshape(n, height * width, c)  # a view of NHWC memory
+        return F.linear(tokens, conv.weight.view(conv.out_channels, c), conv.bias), conv.out_channels
     if not _frozen_plain_input(conv, hidden_states):
         return type(transformer)._operate_on_continuous_inputs(transformer, hidden_states)  # trained: stock path
     x = _frame_group_norm(transformer.norm, hidden_states).contiguous()  # GroupNorm's output is: a no-op
@@ -345,6 +372,9 @@ def _tokens_out(
 ) -> torch.Tensor:  # fmt: skip
     """Tokens ``(n, h·w, c) -> proj_out (1x1 conv) + residual`` in NCHW, one GEMM and no layout copies."""
     conv = transformer.proj_out
+    if channels_last_memory(residual):  # NHWC: the linear layer writes the result's memory as it is
+        out = F.linear(hidden_states, conv.weight.view(conv.out_channels, inner_dim), conv.bias)  # (n, h·w, c)
+        return out.view(batch_size, height, width, -1).permute(0, 3, 1, 2) + residual
     if not (_frozen_plain_input(conv, hidden_states) and _frozen_plain_input(conv, residual)):
         stock = type(transformer)._get_output_for_continuous_inputs
         return stock(transformer, hidden_states, residual, batch_size, height, width, inner_dim)

@@ -38,7 +38,7 @@ from .attention import (
     make_temporal_layers,
 )
 from .errors import ModelLoadError
-from .kernels import kernel_module
+from .kernels import channels_last_memory, kernel_module
 from .weights import (
     TEMPORAL_INIT_SEED,
     check_unet_keys,
@@ -73,13 +73,15 @@ class ClipGroupNorm(nn.GroupNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.context.num_frames
-        if f == 1:
-            return super().forward(x)
-        if self.context.fast_kernels and x.is_contiguous() and x.dtype in (torch.float16, torch.bfloat16):
+        nhwc = channels_last_memory(x)  # SpeedPlan.channels_last: the kernel keeps NHWC, any frame count
+        if self.context.fast_kernels and x.dtype in (torch.float16, torch.bfloat16) and (f > 1 or nhwc):
             gn = kernel_module("group_norm")
             if gn is not None and gn.clip_group_norm_supported(x, f, self.num_groups, self.weight):
                 return gn.clip_group_norm(x, f, self.num_groups, self.weight, self.bias, self.eps)
-            return self._frame_parallel(x, f)
+            if not nhwc:
+                return self._frame_parallel(x, f)
+        if f == 1:
+            return super().forward(x)
         bf, c, h, w = x.shape
         x5 = x.view(bf // f, f, c, h, w).transpose(1, 2)  # (b, c, f, h, w)
         y = F.group_norm(x5, self.num_groups, self.weight, self.bias, self.eps)

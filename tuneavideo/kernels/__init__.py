@@ -83,6 +83,11 @@ def triton_usable(*tensors: torch.Tensor) -> bool:
     return all(d.type == "cuda" for d in devices) and all(_gpu_ok(d.index) for d in devices) and _c_compiler()
 
 
+def channels_last_memory(x: torch.Tensor) -> bool:
+    """A 4-D tensor in NHWC memory (and not also NCHW, as a 1x1 image is): ``SpeedPlan.channels_last``."""
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
 def on_device(t: torch.Tensor) -> contextlib.AbstractContextManager:
     """Triton launches on the current CUDA device: make it the tensors' one (they may live on another GPU)."""
     return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()

@@ -13,8 +13,10 @@ the normalised tensor alive for its backward). Here:
 - backward: one kernel recomputes the activation from the input and reduces the four per-plane sums that
   GroupNorm's gradient needs, one kernel writes the input gradient.
 
-Layout: ``x`` is ``(n, c, h, w)`` contiguous with ``n = clips * frames``; a "plane" (a row below) is one
-frame's channel, ``h * w`` contiguous values. With ``num_frames=1`` this is an ordinary GroupNorm.
+Layout: ``x`` is ``(n, c, h, w)`` with ``n = clips * frames``, NCHW or NHWC (channels-last) memory; a "plane"
+(a row below) is one frame's channel: ``h * w`` contiguous values in NCHW, ``c`` apart in NHWC, where a program
+takes 32 neighbouring channels so that its loads stay contiguous. With ``num_frames=1`` this is an ordinary
+GroupNorm.
 """
 
 from __future__ import annotations
@@ -25,23 +27,33 @@ import torch
 import triton
 import triton.language as tl
 
-from . import interpreting, on_device, triton_usable
+from . import channels_last_memory, interpreting, on_device, triton_usable
 from .precompile import launch
 
 # Row-block tiles: R planes x BHW values, about 4096 values a program (fp32 in registers).
 _TILE = 4096
 _INTERPRETER_TILE = 1 << 16
 _MAX_PLANE_BLOCK = 256
+_CHANNEL_BLOCK = 32  # NHWC: channels a program (64 contiguous bytes of fp16 per pixel)
 _MAX_FRAMES = 64  # the pooling kernel holds frames x channels-per-group partials in one tile
 _MAX_GROUP_CHANNELS = 256
 
 
-def _tile(hw: int) -> tuple[int, int]:
-    # R planes x BHW values a program. One BHW for all planes of >= 256 values (64², 32², 16² latents at 512²):
-    # each distinct tile is a compile of its own in a fresh process (~0.3 s), the speed is the same within
-    # noise. The interpreter (tests) runs programs one by one in Python, so there one takes as much as it can.
+def _tile(hw: int, c: int, channels_last: bool) -> tuple[int, int]:
+    # R planes x BHW values a program. NCHW: one BHW for all planes of >= 256 values (64², 32², 16² latents at
+    # 512²): each distinct tile is a compile of its own in a fresh process (~0.3 s), the speed is the same within
+    # noise. NHWC: R channels side by side (the contiguous axis) of one frame. The interpreter (tests) runs
+    # programs one by one in Python, so there one takes as much as it can.
+    budget = _INTERPRETER_TILE if interpreting() else _TILE
+    if channels_last:
+        r = min(triton.next_power_of_2(c), _CHANNEL_BLOCK if not interpreting() else budget)
+        return r, min(triton.next_power_of_2(hw), max(1, budget // r))
     bhw = min(triton.next_power_of_2(hw), _MAX_PLANE_BLOCK)
-    return max(1, (_INTERPRETER_TILE if interpreting() else _TILE) // bhw), bhw
+    return max(1, budget // bhw), bhw
+
+
+def _plane_programs(n: int, c: int, r_block: int, channels_last: bool) -> int:
+    return n * triton.cdiv(c, r_block) if channels_last else triton.cdiv(n * c, r_block)
 
 
 def _pairs_per_program(n_groups: int, tile: int) -> int:
@@ -50,14 +62,35 @@ def _pairs_per_program(n_groups: int, tile: int) -> int:
 
 
 @triton.jit
-def _plane_moments_kernel(x_ptr, mean_ptr, m2_ptr, rows, HW, R: tl.constexpr, BHW: tl.constexpr):
+def _planes(pid, rows, C, HW, CL: tl.constexpr, R: tl.constexpr):
+    # The R planes (frame, channel) of program ``pid``: their indices n * C + c, a mask, and the offset of each
+    # one's first value. NCHW: R consecutive planes. NHWC: R consecutive channels of one frame.
+    if CL:
+        blocks = tl.cdiv(C, R)
+        n = pid // blocks
+        c = (pid % blocks) * R + tl.arange(0, R)
+        return n * C + c, c < C, n.to(tl.int64) * C * HW + c
+    r = pid * R + tl.arange(0, R)
+    return r, r < rows, r.to(tl.int64) * HW
+
+
+@triton.jit
+def _at(base, p, C, CL: tl.constexpr):
+    # (R, P) offsets of positions ``p`` of the planes starting at ``base``: a plane's values are C apart in NHWC
+    if CL:
+        return base[:, None] + p[None, :] * C
+    return base[:, None] + p[None, :]
+
+
+@triton.jit
+def _plane_moments_kernel(
+    x_ptr, mean_ptr, m2_ptr, rows, C, HW, CL: tl.constexpr, R: tl.constexpr, BHW: tl.constexpr,
+):  # fmt: skip
     # Per plane (frame, channel): mean and sum of squared deviations, accumulated about the first block's mean.
-    r = tl.program_id(0) * R + tl.arange(0, R)  # (R,)
-    rmask = r < rows
+    r, rmask, base = _planes(tl.program_id(0), rows, C, HW, CL, R)  # (R,)
     cols = tl.arange(0, BHW)
-    base = x_ptr + r.to(tl.int64)[:, None] * HW
     mask = rmask[:, None] & (cols[None, :] < HW)
-    x = tl.load(base + cols[None, :], mask=mask, other=0.0).to(tl.float32)  # (R, BHW)
+    x = tl.load(x_ptr + _at(base, cols, C, CL), mask=mask, other=0.0).to(tl.float32)  # (R, BHW)
     shift = tl.sum(x, axis=1) / tl.minimum(HW, BHW)
     # tile-shaped accumulators, reduced once after the loop (a reduction inside the loop crashed Triton 3.6's
     # thread-locality pass for some fp32 tiles)
@@ -67,7 +100,7 @@ def _plane_moments_kernel(x_ptr, mean_ptr, m2_ptr, rows, HW, R: tl.constexpr, BH
     for start in range(BHW, HW, BHW):
         c = start + cols
         mask = rmask[:, None] & (c[None, :] < HW)
-        x = tl.load(base + c[None, :], mask=mask, other=0.0).to(tl.float32)
+        x = tl.load(x_ptr + _at(base, c, C, CL), mask=mask, other=0.0).to(tl.float32)
         d = tl.where(mask, x - shift[:, None], 0.0)
         acc1 += d
         acc2 += d * d
@@ -119,12 +152,14 @@ def _pool_kernel(
 
 
 @triton.jit
-def _apply_kernel(x_ptr, y_ptr, stats_ptr, rows, HW, SILU: tl.constexpr, R: tl.constexpr, BHW: tl.constexpr):
-    r = tl.program_id(0) * R + tl.arange(0, R)
+def _apply_kernel(
+    x_ptr, y_ptr, stats_ptr, rows, C, HW, SILU: tl.constexpr, CL: tl.constexpr, R: tl.constexpr,
+    BHW: tl.constexpr,
+):  # fmt: skip
+    r, rmask, base = _planes(tl.program_id(0), rows, C, HW, CL, R)
     c = tl.program_id(1) * BHW + tl.arange(0, BHW)
-    rmask = r < rows
     mask = rmask[:, None] & (c[None, :] < HW)
-    offs = r.to(tl.int64)[:, None] * HW + c[None, :]
+    offs = _at(base, c, C, CL)
     scale = tl.load(stats_ptr + r, mask=rmask, other=0.0)
     shift = tl.load(stats_ptr + rows + r, mask=rmask, other=0.0)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0)
@@ -147,12 +182,11 @@ def _grad_a(x, dy, scale, shift, SILU: tl.constexpr):
 @triton.jit
 def _backward_sums_kernel(
     x_ptr, dy_ptr, stats_ptr, w_ptr, sums_ptr, rows, C, HW,
-    SILU: tl.constexpr, HAS_W: tl.constexpr, R: tl.constexpr, BHW: tl.constexpr,
+    SILU: tl.constexpr, HAS_W: tl.constexpr, CL: tl.constexpr, R: tl.constexpr, BHW: tl.constexpr,
 ):  # fmt: skip
     # Per plane: sum(g), sum(g * x_hat) with g = da * w (the input gradient's group terms), and
     # sum(da * x_hat), sum(da) (the weight's and bias's gradients).
-    r = tl.program_id(0) * R + tl.arange(0, R)
-    rmask = r < rows
+    r, rmask, base = _planes(tl.program_id(0), rows, C, HW, CL, R)
     cols = tl.arange(0, BHW)
     scale = tl.load(stats_ptr + r, mask=rmask, other=0.0)
     shift = tl.load(stats_ptr + rows + r, mask=rmask, other=0.0)
@@ -161,14 +195,14 @@ def _backward_sums_kernel(
     w = tl.full((R,), 1.0, tl.float32)
     if HAS_W:
         w = tl.load(w_ptr + r % C, mask=rmask, other=0.0).to(tl.float32)
-    base = r.to(tl.int64)[:, None] * HW
     acc_da = tl.zeros((R, BHW), dtype=tl.float32)  # reduced after the loop, as in _plane_moments_kernel
     acc_dax = tl.zeros((R, BHW), dtype=tl.float32)
     for start in range(0, HW, BHW):
         c = start + cols
         mask = rmask[:, None] & (c[None, :] < HW)
-        x = tl.load(x_ptr + base + c[None, :], mask=mask, other=0.0).to(tl.float32)
-        dy = tl.load(dy_ptr + base + c[None, :], mask=mask, other=0.0).to(tl.float32)
+        offs = _at(base, c, C, CL)
+        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         da = _grad_a(x, dy, scale, shift, SILU)  # zero where masked (dy is)
         acc_da += da
         acc_dax += da * (x * rstd[:, None] + xshift[:, None])
@@ -183,12 +217,11 @@ def _backward_sums_kernel(
 @triton.jit
 def _backward_apply_kernel(
     x_ptr, dy_ptr, dx_ptr, stats_ptr, w_ptr, group_ptr, rows, C, HW, F, G, CPG, n_groups, inv_count,
-    SILU: tl.constexpr, HAS_W: tl.constexpr, R: tl.constexpr, BHW: tl.constexpr,
+    SILU: tl.constexpr, HAS_W: tl.constexpr, CL: tl.constexpr, R: tl.constexpr, BHW: tl.constexpr,
 ):  # fmt: skip
     # dx = rstd * (g - mean_group(g) - x_hat * mean_group(g * x_hat)), g = da * w
-    r = tl.program_id(0) * R + tl.arange(0, R)
+    r, rmask, base = _planes(tl.program_id(0), rows, C, HW, CL, R)
     c = tl.program_id(1) * BHW + tl.arange(0, BHW)
-    rmask = r < rows
     mask = rmask[:, None] & (c[None, :] < HW)
     scale = tl.load(stats_ptr + r, mask=rmask, other=0.0)
     shift = tl.load(stats_ptr + rows + r, mask=rmask, other=0.0)
@@ -201,7 +234,7 @@ def _backward_apply_kernel(
     group = (r // C // F) * G + channel // CPG  # (clip, group) of each plane
     c1 = tl.load(group_ptr + group, mask=rmask, other=0.0) * inv_count
     c2 = tl.load(group_ptr + n_groups + group, mask=rmask, other=0.0) * inv_count
-    offs = r.to(tl.int64)[:, None] * HW + c[None, :]
+    offs = _at(base, c, C, CL)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0)
     dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     xf = x.to(tl.float32)
@@ -216,12 +249,11 @@ def _forward(
     offset: torch.Tensor | None, silu: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     n, c, h, w = x.shape
-    hw, rows = h * w, n * c
-    r_block, bhw = _tile(hw)
+    hw, rows, cl = h * w, n * c, channels_last_memory(x)
+    r_block, bhw = _tile(hw, c, cl)
+    programs = _plane_programs(n, c, r_block, cl)
     moments = torch.empty(2, rows, device=x.device, dtype=torch.float32)
-    launch(
-        _plane_moments_kernel, (triton.cdiv(rows, r_block),), x, moments[0], moments[1], rows, hw, R=r_block, BHW=bhw
-    )
+    launch(_plane_moments_kernel, (programs,), x, moments[0], moments[1], rows, c, hw, CL=cl, R=r_block, BHW=bhw)
     stats = torch.empty(4, rows, device=x.device, dtype=torch.float32)  # scale, shift, rstd, xshift per plane
     cpg = c // groups
     dummy = moments  # stands in for absent pointers (never read)
@@ -234,9 +266,9 @@ def _forward(
         bias if bias is not None else dummy, stats, f, c, groups, cpg, hw, rows, n_groups, eps, 1.0 / (f * cpg * hw),
         HAS_OFF=offset is not None, HAS_W=weight is not None, HAS_B=bias is not None, GB=gb, FP=fp, CP=cp,
     )  # fmt: skip
-    y = torch.empty_like(x)
-    grid = (triton.cdiv(rows, r_block), triton.cdiv(hw, bhw))
-    launch(_apply_kernel, grid, x, y, stats, rows, hw, SILU=silu, R=r_block, BHW=bhw)
+    y = torch.empty_like(x)  # the input's layout
+    grid = (programs, triton.cdiv(hw, bhw))
+    launch(_apply_kernel, grid, x, y, stats, rows, c, hw, SILU=silu, CL=cl, R=r_block, BHW=bhw)
     return y, stats
 
 
@@ -261,26 +293,27 @@ class _ClipGroupNorm(torch.autograd.Function):
     def _backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, stats, weight = ctx.saved_tensors
         f, groups, silu, has_w = ctx.config
-        dy = dy.contiguous()
         n, c, h, w = x.shape
-        hw, rows = h * w, n * c
-        r_block, bhw = _tile(hw)
+        hw, rows, cl = h * w, n * c, channels_last_memory(x)
+        dy = dy.contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)  # x's layout
+        r_block, bhw = _tile(hw, c, cl)
+        programs = _plane_programs(n, c, r_block, cl)
         w_ptr = weight if has_w else stats
         sums = torch.empty(4, rows, device=x.device, dtype=torch.float32)
         launch(
-            _backward_sums_kernel, (triton.cdiv(rows, r_block),),
-            x, dy, stats, w_ptr, sums, rows, c, hw, SILU=silu, HAS_W=has_w, R=r_block, BHW=bhw,
+            _backward_sums_kernel, (programs,),
+            x, dy, stats, w_ptr, sums, rows, c, hw, SILU=silu, HAS_W=has_w, CL=cl, R=r_block, BHW=bhw,
         )  # fmt: skip
         clips, cpg = n // f, c // groups
         per_group = sums[:2].view(2, clips, f, groups, cpg).sum(dim=(2, 4)).contiguous()  # (2, clips, groups)
         dx = None
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[3]:
             dx = torch.empty_like(x)
-            grid = (triton.cdiv(rows, r_block), triton.cdiv(hw, bhw))
+            grid = (programs, triton.cdiv(hw, bhw))
             launch(
                 _backward_apply_kernel, grid,
                 x, dy, dx, stats, w_ptr, per_group, rows, c, hw, f, groups, cpg, clips * groups,
-                1.0 / (f * cpg * hw), SILU=silu, HAS_W=has_w, R=r_block, BHW=bhw,
+                1.0 / (f * cpg * hw), SILU=silu, HAS_W=has_w, CL=cl, R=r_block, BHW=bhw,
             )  # fmt: skip
         d_weight = sums[3].view(n, c).sum(0).to(weight.dtype) if ctx.needs_input_grad[1] else None
         d_bias = sums[2].view(n, c).sum(0).to(weight.dtype if has_w else x.dtype) if ctx.needs_input_grad[2] else None
@@ -293,7 +326,8 @@ def clip_group_norm_supported(
     offset: torch.Tensor | None = None,
 ) -> bool:  # fmt: skip
     """Whether :func:`clip_group_norm` takes these inputs (else use the PyTorch path)."""
-    if x.dim() != 4 or not x.is_contiguous() or x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+    layout_ok = x.dim() == 4 and (x.is_contiguous() or channels_last_memory(x))
+    if not layout_ok or x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         return False
     n, c = x.shape[:2]
     if num_frames < 1 or n % num_frames or num_frames > _MAX_FRAMES or c % num_groups:
@@ -314,7 +348,7 @@ def clip_group_norm(
 ) -> torch.Tensor:  # fmt: skip
     """GroupNorm of ``x + offset`` whose statistics span each clip's ``num_frames`` frames, then SiLU if ``silu``.
 
-    ``x``: ``(clips * frames, c, h, w)`` contiguous; ``offset``: ``(clips * frames, c)`` or None (added to
+    ``x``: ``(clips * frames, c, h, w)``, NCHW or NHWC (channels-last) memory, kept by the output; ``offset``: ``(clips * frames, c)`` or None (added to
     every value of its plane before normalising, e.g. a ResNet's time embedding). Equals
     ``F.group_norm`` of the ``(clips, c, frames, h, w)`` tensor (``silu``: followed by ``F.silu``), computed
     in fp32; gradients flow to ``x``, ``weight``, ``bias`` and ``offset``.
