@@ -102,16 +102,26 @@ def fixed_seconds(entry: dict[str, Any], jobs: list[dict[str, Any]]) -> dict[str
     return {kind: round(sorted(v)[len(v) // 2], 2) for kind, v in spent.items() if v}
 
 
-def kernel_compile_seconds(bench: dict[str, Any], cold_job: dict[str, Any] | None = None,
-                           warm_job: dict[str, Any] | None = None) -> float:  # fmt: skip
-    """What compiling the fast path's Triton kernels adds to a machine's first job: a job run with an empty
-    kernel cache (``cold_job``) against the same job with the kernels compiled (``warm_job``), both from
-    ``benchmarks/job_time.py``; without them, the largest ``tune_compile_s`` of ``benchmarks/speed.py``'s fast
-    cells (an in-process compile). Paid once per machine (the compiled kernels are cached on disk,
-    :func:`tuneavideo.speed.persistent_kernel_cache`)."""
-    if cold_job is not None and warm_job is not None:
-        return round(max(0.0, cold_job["measured"]["total_seconds"] - warm_job["measured"]["total_seconds"]), 1)
-    return max((c.get("tune_compile_s") or 0.0 for c in bench["cells"] if c["mode"] == "fast"), default=0.0)
+def kernel_compile_seconds(bench: dict[str, Any], entry: dict[str, Any] | None = None,
+                           cold_jobs: tuple[dict[str, Any], ...] = ()) -> float:  # fmt: skip
+    """What a machine's first job adds (compiling the fast path's Triton kernels): the most any ``cold_jobs``
+    (``benchmarks/job_time.py`` with an empty kernel cache) took beyond ``entry``'s estimate of the same job with
+    the kernels compiled (its step lines and fixed seconds); without them, the largest ``tune_compile_s`` of
+    ``benchmarks/speed.py``'s fast cells (an in-process compile). Paid once per machine (the compiled kernels are
+    cached on disk, :func:`tuneavideo.speed.persistent_kernel_cache`)."""
+    if entry is None or not cold_jobs:
+        return max((c.get("tune_compile_s") or 0.0 for c in bench["cells"] if c["mode"] == "fast"), default=0.0)
+    extra = 0.0
+    for job in cold_jobs:
+        lines = entry["modes"][job["speed_mode"] if job["speed_mode"] != "auto" else "fast"]
+        units = job["frames"] * (job["size"] // 8) ** 2
+        phases = {"train": (job["tune_steps"], units), "forward": (job["ddim_steps"], units),
+                  "sample": (job["ddim_steps"], 2 * units)}  # fmt: skip
+        warm = sum(
+            n * step_seconds(lines, kind, u) + entry["fixed_s"].get(kind, 0.0) for kind, (n, u) in phases.items()
+        )
+        extra = max(extra, job["measured"]["total_seconds"] - warm)
+    return round(extra, 1)
 
 
 @functools.lru_cache(maxsize=1)  # a read-only file shipped with the package

@@ -73,8 +73,8 @@ class ClipGroupNorm(nn.GroupNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.context.num_frames
-        nhwc = channels_last_memory(x)  # SpeedPlan.channels_last: the kernel keeps NHWC, any frame count
-        if self.context.fast_kernels and x.dtype in (torch.float16, torch.bfloat16) and (f > 1 or nhwc):
+        nhwc = channels_last_memory(x)  # SpeedPlan.channels_last: the kernel keeps NHWC, any frame count and dtype
+        if self.context.fast_kernels and (nhwc or (f > 1 and x.dtype in (torch.float16, torch.bfloat16))):
             gn = kernel_module("group_norm")
             if gn is not None and gn.clip_group_norm_supported(x, f, self.num_groups, self.weight):
                 return gn.clip_group_norm(x, f, self.num_groups, self.weight, self.bias, self.eps)
