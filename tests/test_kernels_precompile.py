@@ -144,7 +144,7 @@ def test_tuning_compiles_ahead_without_touching_its_random_stream(tiny_pipe, tmp
     jobs: list[precompile.BackgroundCompile] = []
     background = precompile.BackgroundCompile
 
-    def start(specs, marker, workers=None):
+    def start(specs, marker, workers=None, device=None):
         jobs.append(background(specs, marker, workers=1))
         return jobs[-1]
 
@@ -159,3 +159,56 @@ def test_tuning_compiles_ahead_without_touching_its_random_stream(tiny_pipe, tmp
     monkeypatch.setenv("TUNEAVIDEO_TRITON", "0")  # the PyTorch path throughout
     plain = tune(tiny_pipe, frames, "a cat", TuneConfig(max_train_steps=2, seed=1), speed="fast")
     assert ahead.losses == plain.losses
+
+
+def test_a_cache_it_cannot_write_or_a_cancel_still_switches_the_kernels_on(tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # the marker's folder cannot be made under a file: as a read-only cache would fail
+    spec = precompile.LaunchSpec("tuneavideo.kernels.geglu", "_forward_kernel",
+                                 (precompile.Pointer("float32", True),) * 3 + (16,), (("BLOCK", 16),))  # fmt: skip
+    job = precompile.BackgroundCompile({spec}, blocked / "markers" / "m", workers=1)
+    job.wait(timeout=300)  # no exception out of the job's loop
+    assert kernels.triton_available() and len(job.errors) == 1 and "Error" in job.errors[0]
+    slow = precompile.BackgroundCompile({spec}, tmp_path / "marker", workers=1)
+    slow.cancel()  # a cancelled tune stops its workers at once
+    assert kernels.triton_available() and slow.poll() and slow.errors == ["cancelled"]
+    assert all(proc.poll() is not None for proc, _ in slow._procs) and not (tmp_path / "marker").exists()
+    slow.wait()  # a no-op once finished
+    assert kernels._deferred == 0
+
+
+def test_workers_see_only_the_jobs_gpu(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert precompile._visible_device(torch.device("cuda", 1)) == {"CUDA_VISIBLE_DEVICES": "3"}
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert precompile._visible_device(torch.device("cuda", 1)) == {"CUDA_VISIBLE_DEVICES": "1"}
+    assert precompile._visible_device(torch.device("cpu")) == {}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the tiny model tunes on the CPU: interpreter kernels only")
+def test_a_failed_dry_run_or_a_cancel_leaves_the_tuning_to_the_kernels_on_first_use(tiny_pipe, monkeypatch, caplog):
+    from tuneavideo import TuneConfig, tune
+    from tuneavideo.errors import Cancelled
+
+    frames = (np.random.default_rng(0).random((3, 32, 32, 3)) * 255).astype(np.uint8)
+    monkeypatch.setattr(precompile, "wanted", lambda device: True)
+
+    def broken(dry_run, device):
+        raise torch.cuda.OutOfMemoryError("out of memory in the dry run")
+
+    monkeypatch.setattr(precompile, "prepare", broken)
+    delta = tune(tiny_pipe, frames, "a cat", TuneConfig(max_train_steps=2, seed=1), speed="fast")
+    assert len(delta.losses) == 2 and "compiling the kernels ahead was skipped" in caplog.text
+    jobs = []
+
+    def started(dry_run, device):
+        jobs.append(precompile.BackgroundCompile({precompile.LaunchSpec("m", "k", (), ())}, Path("/nonexistent/m")))
+        return jobs[-1]
+
+    def cancel(event):
+        raise Cancelled("stop")
+
+    monkeypatch.setattr(precompile, "prepare", started)
+    with pytest.raises(Cancelled):
+        tune(tiny_pipe, frames, "a cat", TuneConfig(max_train_steps=5, seed=1), speed="fast", callback=cancel)
+    assert jobs and jobs[0].errors[0] == "cancelled" and kernels.triton_available()

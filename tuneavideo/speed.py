@@ -296,9 +296,9 @@ def apply_speed_mode(pipe: Any, mode: str, compile: bool = False) -> SpeedPlan:
 def _group_norm_kernels(device: torch.device | str) -> bool:
     """Whether the GroupNorm kernels run on ``device`` (NHWC activations need them: PyTorch's GroupNorm would
     copy them back to NCHW). Not held back by a compile in flight: that ends within the job."""
-    from .kernels import triton_installed, triton_usable
+    from .kernels import kernels_run_on
 
-    return triton_installed() and torch.device(device).type == "cuda" and triton_usable(torch.empty(0, device=device))
+    return kernels_run_on(device)
 
 
 def _set_conv_layout(unet: nn.Module, channels_last: bool) -> None:

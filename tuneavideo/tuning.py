@@ -8,6 +8,7 @@ noise-prediction loss on the one source clip: one timestep per video, i.i.d. noi
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import platform
 import time
@@ -28,6 +29,8 @@ from .progress import ProgressCallback, ProgressReporter
 from .speed import SpeedMode
 from .store import DELTA_FILE, RECORD_FILE, TunedDelta, base_fingerprint, load_inverted, save_inverted
 from .store import LEGACY_INVERTED_FILE as INVERTED_FILE
+
+logger = logging.getLogger(__name__)
 
 __all__ = [  # the tuned-delta artifact and its files belong to the store; these names stay importable here
     "DELTA_FILE", "INVERTED_FILE", "RECORD_FILE", "TunedDelta", "base_fingerprint", "denoising_loss",
@@ -176,6 +179,10 @@ def tune(
                 losses.append(loss)
                 _check_finite_loss(loss, step + 1, config.learning_rate)
                 reporter.step(step + 1, loss=loss, timestep=int(t[0]))
+        except BaseException:
+            if ahead is not None:  # cancelled or failed: stop compiling now, the kernels switch back on
+                ahead.cancel()
+            raise
         finally:
             if ahead is not None:  # a run shorter than the compile: let it finish, so the kernels switch back on
                 ahead.wait(timeout=600)
@@ -241,7 +248,13 @@ def _compile_kernels_ahead(
                 x = torch.zeros(n, c, f, h, w, device=device, dtype=unet.dtype)
                 unet(x, t[:1].expand(n), encoder_hidden_states=embeds[:1].expand(n, -1, -1).to(unet.dtype))
 
-    return precompile.prepare(dry_run, device)
+    try:
+        return precompile.prepare(dry_run, device)
+    except Exception as exc:  # optional: the kernels then compile on first use, as Triton does by itself
+        for p in unet.parameters():
+            p.grad = None
+        logger.warning("compiling the kernels ahead was skipped: %s: %s", type(exc).__name__, exc)
+        return None
 
 
 def _check_finite_loss(loss: float, step: int, learning_rate: float) -> None:

@@ -78,7 +78,7 @@ class ClipGroupNorm(nn.GroupNorm):
             gn = kernel_module("group_norm")
             if gn is not None and gn.clip_group_norm_supported(x, f, self.num_groups, self.weight):
                 return gn.clip_group_norm(x, f, self.num_groups, self.weight, self.bias, self.eps)
-            if not nhwc:
+            if not nhwc and x.is_contiguous():
                 return self._frame_parallel(x, f)
         if f == 1:
             return super().forward(x)

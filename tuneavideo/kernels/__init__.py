@@ -14,6 +14,7 @@ import functools
 import importlib
 import os
 import shutil
+import threading
 from types import ModuleType
 
 import torch
@@ -42,11 +43,15 @@ def generation() -> int:
     return _generation
 
 
+_lock = threading.Lock()
+
+
 def _defer(on: bool) -> None:
     global _deferred, _generation
-    _deferred += 1 if on else -1
-    if not on:
-        _generation += 1
+    with _lock:
+        _deferred += 1 if on else -1
+        if not on:
+            _generation += 1
 
 
 @functools.cache
@@ -63,6 +68,13 @@ def kernel_module(name: str) -> ModuleType | None:
     """The kernel module ``name`` (``group_norm``, ``temporal_attention``, ``geglu``; each imports Triton) when
     :func:`triton_available`, else None. Callers then ask its ``*_supported`` predicate about their tensors."""
     return importlib.import_module(f"{__name__}.{name}") if triton_available() else None
+
+
+def kernels_run_on(device: torch.device | str) -> bool:
+    """Whether the kernels run on CUDA ``device`` at all (Triton installed and switched on, a GPU it supports, a
+    C compiler), whether or not a compile in flight holds them back for now."""
+    device = torch.device(device)
+    return device.type == "cuda" and triton_installed() and _gpu_ok(device.index) and _c_compiler()
 
 
 def interpreting() -> bool:

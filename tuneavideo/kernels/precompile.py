@@ -161,7 +161,9 @@ class BackgroundCompile:
     """Worker processes compiling ``specs`` into the kernel cache; the kernels stay held back until
     :meth:`poll` (or :meth:`wait`) sees them all finish."""
 
-    def __init__(self, specs: set[LaunchSpec], marker: Path, workers: int | None = None) -> None:
+    def __init__(
+        self, specs: set[LaunchSpec], marker: Path, workers: int | None = None, device: torch.device | None = None
+    ) -> None:
         self.marker, self.started = marker, time.perf_counter()
         self.errors: list[str] = []
         self.seconds: float | None = None
@@ -169,14 +171,24 @@ class BackgroundCompile:
         n = max(1, min(workers or _default_workers(), len(ordered)))
         self._folder = tempfile.TemporaryDirectory(prefix="tuneavideo-precompile-")
         self._procs: list[tuple[subprocess.Popen, Any]] = []
-        env = {**os.environ, "TRITON_CACHE_DIR": str(cache_dir())}
-        for i in range(n):
-            share = ordered[i::n]  # round robin: each worker gets some of every kernel
-            path = Path(self._folder.name) / f"specs{i}.json"
-            path.write_text(json.dumps([s.to_json() for s in share]))
-            out = open(Path(self._folder.name) / f"out{i}.txt", "w+")  # closed in _finish
-            cmd = [sys.executable, "-m", "tuneavideo.kernels.precompile", str(path)]
-            self._procs.append((subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env), out))
+        # the workers compile for the job's GPU: it is their only (so current) device
+        env = {**os.environ, "TRITON_CACHE_DIR": str(cache_dir()), **_visible_device(device)}
+        try:
+            for i in range(n):
+                share = ordered[i::n]  # round robin: each worker gets some of every kernel
+                path = Path(self._folder.name) / f"specs{i}.json"
+                path.write_text(json.dumps([s.to_json() for s in share]))
+                out = open(Path(self._folder.name) / f"out{i}.txt", "w+")  # closed in _finish
+                cmd = [sys.executable, "-m", "tuneavideo.kernels.precompile", str(path)]
+                try:
+                    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+                except BaseException:
+                    out.close()
+                    raise
+                self._procs.append((proc, out))
+        except BaseException:  # no half-started compile: stop the workers already running
+            self._stop()
+            raise
         _defer(True)
         self._open = True
         logger.info("compiling %d Triton kernel variants in %d worker processes", len(ordered), n)
@@ -200,30 +212,62 @@ class BackgroundCompile:
         if self._open:
             self._finish()
 
-    def _finish(self) -> None:
+    def cancel(self) -> None:
+        """Stop the workers now (a cancelled or failed job); the kernels switch on, no marker is written (what
+        compiled is in the cache all the same; the rest compiles on first use)."""
+        if self._open:
+            self._stop()
+            self.errors.append("cancelled")
+            self._finish(cancelled=True)
+
+    def _stop(self) -> None:
+        for proc, _ in self._procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    def _finish(self, cancelled: bool = False) -> None:
         self._open = False
         self.seconds = time.perf_counter() - self.started
-        for proc, out in self._procs:
-            out.seek(0)
-            text = out.read()
-            out.close()
-            if proc.returncode != 0:
-                self.errors.append(f"worker exited with {proc.returncode}: {text.strip()[-2000:]}")
-            else:
-                self.errors.extend(line for line in text.splitlines() if line.startswith("error "))
-        self._folder.cleanup()
-        _defer(False)
+        try:
+            for proc, out in self._procs:
+                out.seek(0)
+                text = out.read()
+                out.close()
+                if cancelled:  # killed: what they printed is moot
+                    continue
+                if proc.returncode != 0:
+                    self.errors.append(f"worker exited with {proc.returncode}: {text.strip()[-2000:]}")
+                else:
+                    self.errors.extend(line for line in text.splitlines() if line.startswith("error "))
+            self._folder.cleanup()
+            if not self.errors:
+                self.marker.parent.mkdir(parents=True, exist_ok=True)
+                self.marker.write_text(json.dumps({"seconds": round(self.seconds, 2)}))
+        except OSError as exc:  # a read-only cache, say: the kernels compiled all the same
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            _defer(False)  # whatever happened, the kernels are no longer held back
         if self.errors:  # whatever failed compiles in-process on first use, as without this module
             logger.warning("ahead-of-time kernel compile: %d problem(s): %s", len(self.errors), self.errors[:3])
-        else:
-            self.marker.parent.mkdir(parents=True, exist_ok=True)
-            self.marker.write_text(json.dumps({"seconds": round(self.seconds, 2)}))
         logger.info("Triton kernels compiled ahead in %.1f s", self.seconds)
 
 
 def _default_workers() -> int:
-    # the job keeps a core or two for itself (its launches, autograd's thread)
-    return max(1, min(_MAX_WORKERS, (os.cpu_count() or 2) - 2))
+    # the cores this process may use (a container's or Ray worker's share, not the host's); the job keeps a core
+    # or two for itself (its launches, autograd's thread)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    return max(1, min(_MAX_WORKERS, cores - 2))
+
+
+def _visible_device(device: torch.device | None) -> dict[str, str]:
+    """``CUDA_VISIBLE_DEVICES`` naming only ``device``'s GPU (workers compile for their current device)."""
+    if device is None or device.type != "cuda":
+        return {}
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [v.strip() for v in visible.split(",")] if visible else [str(i) for i in range(index + 1)]
+    return {"CUDA_VISIBLE_DEVICES": ids[index]} if index < len(ids) else {}
 
 
 def prepare(dry_run: Callable[[], Any], device: torch.device, workers: int | None = None) -> BackgroundCompile | None:
@@ -239,7 +283,7 @@ def prepare(dry_run: Callable[[], Any], device: torch.device, workers: int | Non
     logger.info("dry run: %d kernel variants in %.2f s", len(specs), time.perf_counter() - started)
     if marker.exists():
         return None
-    return BackgroundCompile(specs, marker, workers)
+    return BackgroundCompile(specs, marker, workers, torch.device(device))
 
 
 class _StandIn:
