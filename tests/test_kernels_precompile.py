@@ -191,6 +191,7 @@ def test_a_failed_dry_run_or_a_cancel_leaves_the_tuning_to_the_kernels_on_first_
     from tuneavideo.errors import Cancelled
 
     frames = (np.random.default_rng(0).random((3, 32, 32, 3)) * 255).astype(np.uint8)
+    monkeypatch.delenv("TUNEAVIDEO_TRITON_CPU")  # PyTorch's ops for the steps: quicker than the interpreter
     monkeypatch.setattr(precompile, "wanted", lambda device: True)
 
     def broken(dry_run, device):
