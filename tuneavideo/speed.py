@@ -17,11 +17,13 @@ One small switch, applied to a pipeline (``pipe.set_speed_mode(mode)``) or to on
   Triton kernels where Triton is installed (:mod:`tuneavideo.kernels`: clip GroupNorm + SiLU with the time
   embedding folded in, run by fused ResNet blocks; temporal attention many sequences a program; GEGLU's gate
   in one pass each way: 24 frames, step 0.235 -> 0.199 s, inversion 4.38 -> 3.96 s, edit 8.32 -> 7.55 s;
-  ~21 s of first-use compile, cached on disk; ``TUNEAVIDEO_TRITON=0`` switches them off);
+  compiled once per machine, ahead of a job's first steps, and cached on disk; ``TUNEAVIDEO_TRITON=0`` switches
+  them off); channels-last activations where those kernels run (no cuDNN layout conversions: step 0.196 ->
+  0.187 s, inversion 3.90 -> 3.67 s, edit 7.50 -> 7.14 s);
   tuning steps and inversion / sampling steps replay from CUDA graphs
   (:mod:`tuneavideo.graphs`: one launch instead of ~1,000). (cuDNN's benchmark mode was measured and left off: no gain per
   step, ~28 s of autotuning in a fresh process's first job.) Results match the plain path to fp16 noise (other kernels round in another order).
-- ``"low-vram"``: for 12 GB cards (24 frames at 512² tune in 6.80 GiB at 0.284 s a step on an H200). ``"fast"``
+- ``"low-vram"``: for 12 GB cards (24 frames at 512² tune in 6.80 GiB at 0.273 s a step on an H200). ``"fast"``
   plus gradient checkpointing (mid block included; each ``Transformer2DModel`` one checkpoint, not each block
   inside it), the feed-forwards recomputed inside the checkpointed blocks, the VAE and text encoder on the CPU
   while tuning, VAE encode/decode one frame at a time and CFG as two half batches (half the sampling
@@ -53,7 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import InputError
-from .kernels import channels_last_memory
+from .kernels import channels_last_memory, kernels_run_on
 
 SpeedMode = Literal["auto", "plain", "fast", "low-vram"]
 SPEED_MODES: tuple[str, ...] = get_args(SpeedMode)
@@ -211,7 +213,7 @@ def _cache_root(cache_dir: str | os.PathLike | None) -> Path:
 def persistent_kernel_cache(cache_dir: str | os.PathLike | None = None) -> Path:
     """Where Triton keeps the compiled fast-path kernels (:mod:`tuneavideo.kernels`): ``TRITON_CACHE_DIR`` when
     set, else (and set to) ``<cache dir>/triton`` beside the Inductor cache, so a restarted container with
-    persistent storage skips the ~25 s a fresh machine spends compiling them on its first tuning step."""
+    persistent storage does not compile them again (:mod:`tuneavideo.kernels.precompile`)."""
     if os.environ.get("TRITON_CACHE_DIR"):
         return Path(os.environ["TRITON_CACHE_DIR"])
     folder = _cache_root(cache_dir) / "triton"
@@ -270,7 +272,9 @@ def apply_speed_mode(pipe: Any, mode: str, compile: bool = False) -> SpeedPlan:
         uncompile_unet_blocks(unet)
     unet.speed_plan = plan  # read by TuneAVideoUNet.forward for the attention kernels
     unet.frame_context.fast_kernels = plan.fast_kernels
-    _set_conv_layout(unet, plan.channels_last and _group_norm_kernels(pipe._execution_device))
+    # NHWC activations need the GroupNorm kernels (PyTorch's GroupNorm would copy them back to NCHW); a compile in
+    # flight holding them back does not count: it ends within the job
+    _set_conv_layout(unet, plan.channels_last and kernels_run_on(pipe._execution_device))
     from diffusers.models.attention import BasicTransformerBlock
     from diffusers.models.resnet import ResnetBlock2D
     from diffusers.models.transformers.transformer_2d import Transformer2DModel
@@ -291,14 +295,6 @@ def apply_speed_mode(pipe: Any, mode: str, compile: bool = False) -> SpeedPlan:
                 block.ff.__dict__.pop("forward", None)
             _set_lean_geglu(block.ff, plan.lean_geglu)
     return plan
-
-
-def _group_norm_kernels(device: torch.device | str) -> bool:
-    """Whether the GroupNorm kernels run on ``device`` (NHWC activations need them: PyTorch's GroupNorm would
-    copy them back to NCHW). Not held back by a compile in flight: that ends within the job."""
-    from .kernels import kernels_run_on
-
-    return kernels_run_on(device)
 
 
 def _set_conv_layout(unet: nn.Module, channels_last: bool) -> None:

@@ -92,7 +92,7 @@ def triton_usable(*tensors: torch.Tensor) -> bool:
     devices = {t.device for t in tensors}
     if {d.type for d in devices} == {"cpu"}:
         return interpreting() and os.environ.get("TUNEAVIDEO_TRITON_CPU") == "1"
-    return all(d.type == "cuda" for d in devices) and all(_gpu_ok(d.index) for d in devices) and _c_compiler()
+    return all(kernels_run_on(d) for d in devices)
 
 
 def channels_last_memory(x: torch.Tensor) -> bool:

@@ -52,8 +52,12 @@ def _tile(hw: int, c: int, channels_last: bool) -> tuple[int, int]:
     return max(1, budget // bhw), bhw
 
 
-def _plane_programs(n: int, c: int, r_block: int, channels_last: bool) -> int:
-    return n * triton.cdiv(c, r_block) if channels_last else triton.cdiv(n * c, r_block)
+def _tiling(x: torch.Tensor) -> tuple[bool, int, int, int]:
+    """``(channels_last, R, BHW, programs)`` of the per-plane kernels over ``x`` (n, c, h, w)."""
+    n, c, h, w = x.shape
+    cl = channels_last_memory(x)
+    r_block, bhw = _tile(h * w, c, cl)
+    return cl, r_block, bhw, n * triton.cdiv(c, r_block) if cl else triton.cdiv(n * c, r_block)
 
 
 def _pairs_per_program(n_groups: int, tile: int) -> int:
@@ -249,9 +253,8 @@ def _forward(
     offset: torch.Tensor | None, silu: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     n, c, h, w = x.shape
-    hw, rows, cl = h * w, n * c, channels_last_memory(x)
-    r_block, bhw = _tile(hw, c, cl)
-    programs = _plane_programs(n, c, r_block, cl)
+    hw, rows = h * w, n * c
+    cl, r_block, bhw, programs = _tiling(x)
     moments = torch.empty(2, rows, device=x.device, dtype=torch.float32)
     launch(_plane_moments_kernel, (programs,), x, moments[0], moments[1], rows, c, hw, CL=cl, R=r_block, BHW=bhw)
     stats = torch.empty(4, rows, device=x.device, dtype=torch.float32)  # scale, shift, rstd, xshift per plane
@@ -294,10 +297,9 @@ class _ClipGroupNorm(torch.autograd.Function):
         x, stats, weight = ctx.saved_tensors
         f, groups, silu, has_w = ctx.config
         n, c, h, w = x.shape
-        hw, rows, cl = h * w, n * c, channels_last_memory(x)
+        hw, rows = h * w, n * c
+        cl, r_block, bhw, programs = _tiling(x)
         dy = dy.contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)  # x's layout
-        r_block, bhw = _tile(hw, c, cl)
-        programs = _plane_programs(n, c, r_block, cl)
         w_ptr = weight if has_w else stats
         sums = torch.empty(4, rows, device=x.device, dtype=torch.float32)
         launch(

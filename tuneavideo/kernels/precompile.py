@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from . import _defer, interpreting, triton_available, triton_usable
+from . import _defer, interpreting, kernels_run_on, triton_available
 
 logger = logging.getLogger(__name__)
 
@@ -119,22 +119,26 @@ def recording(device: torch.device) -> Iterator[set[LaunchSpec]]:
     if _recording is not None:
         raise RuntimeError("a dry run is already recording kernel launches")
     seen: set[LaunchSpec] = set()
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:  # tensors always name their GPU: "cuda:0", not "cuda"
-        device = torch.device("cuda", torch.cuda.current_device())
-    _recording = (device, seen)
+    _recording = (_indexed(torch.device(device)), seen)
     try:
         yield seen
     finally:
         _recording = None
 
 
+def _indexed(device: torch.device) -> torch.device:
+    """``cuda`` as the GPU it means now (tensors always name theirs: ``cuda:0``); other devices as they are."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def wanted(device: torch.device) -> bool:
     """Whether a job on ``device`` should compile its kernels ahead (CUDA with usable Triton kernels, not the
     interpreter, not switched off with ``TUNEAVIDEO_PRECOMPILE=0``)."""
-    if os.environ.get("TUNEAVIDEO_PRECOMPILE", "1") == "0" or interpreting() or torch.device(device).type != "cuda":
+    if os.environ.get("TUNEAVIDEO_PRECOMPILE", "1") == "0" or interpreting():
         return False
-    return triton_available() and triton_usable(torch.empty(0, device=device))
+    return triton_available() and kernels_run_on(device)
 
 
 def cache_dir() -> Path:
@@ -264,7 +268,7 @@ def _visible_device(device: torch.device | None) -> dict[str, str]:
     """``CUDA_VISIBLE_DEVICES`` naming only ``device``'s GPU (workers compile for their current device)."""
     if device is None or device.type != "cuda":
         return {}
-    index = device.index if device.index is not None else torch.cuda.current_device()
+    index = _indexed(device).index
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     ids = [v.strip() for v in visible.split(",")] if visible else [str(i) for i in range(index + 1)]
     return {"CUDA_VISIBLE_DEVICES": ids[index]} if index < len(ids) else {}
